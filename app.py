@@ -1,0 +1,104 @@
+"""Wiring only: settings -> graph database -> services -> schema -> routes, in a lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+
+from auth import TokenVerifier
+from graph_db.driver import GraphDB
+from graph_db.embedded import EmbeddedGraphServer
+from graph_db.schema_setup import ensure_schema
+from resolvers.context import Services
+from resolvers.extensions import CodedErrors, OperationLoaders
+from schema import build_schema
+from settings import Settings, load_settings
+from transport.endpoint import GraphQLEndpoint
+
+log = logging.getLogger("collaboration")
+
+
+@contextlib.asynccontextmanager
+async def open_graph(settings: Settings) -> AsyncIterator[GraphDB]:
+    """The configured server, or the embedded one (started here, stopped on the way out)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.neo4j_uri:
+            uri, user, password = settings.neo4j_uri, settings.neo4j_user, settings.neo4j_password
+            database = settings.neo4j_database
+            log.info("graph database: %s as %s", uri, user)
+        else:
+            embedded = EmbeddedGraphServer(settings.graph_data_dir, heap=settings.graph_heap)
+            await stack.enter_async_context(embedded)
+            uri, user, password = embedded.bolt_uri, embedded.user, embedded.password
+            database = embedded.database
+            log.info("graph database: embedded ArcadeDB at %s, data in %s", uri,
+                     settings.graph_data_dir.resolve())
+        db = GraphDB.connect(uri, user, password, database=database,
+                             pool_size=settings.connection_pool_size)
+        stack.push_async_callback(db.close)
+        await ensure_schema(db)
+        yield db
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_graph(settings) as db:
+            verifier = TokenVerifier(settings)
+            app.state.services = Services(settings=settings, db=db, verifier=verifier)
+            try:
+                yield
+            finally:
+                await verifier.aclose()
+
+    schema = build_schema(extensions=[OperationLoaders, CodedErrors])
+    endpoint = GraphQLEndpoint(schema, ide=not settings.is_production,
+                               allowed_origins=settings.cors_origins)
+    routes = [
+        Route("/graphql", endpoint, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", endpoint),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    middleware = [Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                             allow_methods=["GET", "POST"], allow_credentials=True,
+                             allow_headers=["authorization", "content-type", "x-request-id"])]
+    return Starlette(debug=settings.debug, routes=routes, middleware=middleware,
+                     lifespan=lifespan)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None or not await services.db.ping():
+        return JSONResponse({"status": "unavailable", "graph": False}, status_code=503)
+    return JSONResponse({"status": "ready", "graph": True})
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.collaboration_host,
+                port=settings.collaboration_port, ws="websockets-sansio",
+                ws_per_message_deflate=False, log_level=settings.log_level.lower(),
+                lifespan="on")
+
+
+if __name__ == "__main__":
+    main()

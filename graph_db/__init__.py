@@ -1,0 +1,1 @@
+"""Graph database access: the Bolt driver and the embedded ArcadeDB server."""

@@ -1,0 +1,211 @@
+"""MEMBER_OF edges: who is in a room, in which role; capacity-checked joins and hand-over."""
+
+from __future__ import annotations
+
+import enum
+
+from graph_db.driver import GraphDB, Tx
+from graph_db.models import ParticipantRecord, ParticipantRole, now_ms
+
+_FIELDS = "{roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt}"
+
+BY_ROOMS = f"""
+UNWIND $ids AS id
+OPTIONAL MATCH (u:User)-[m:MEMBER_OF]->(r:Room {{id: id}})
+WITH id, m, u, r ORDER BY m.joinedAt, u.id
+RETURN id, collect(CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END) AS ps
+"""
+
+COUNTS = """
+UNWIND $ids AS id
+OPTIONAL MATCH (r:Room {id: id})
+RETURN id, CASE WHEN r IS NULL THEN 0 ELSE COUNT { (:User)-[:MEMBER_OF]->(r) } END AS n
+"""
+
+BY_KEYS = f"""
+UNWIND $keys AS key
+OPTIONAL MATCH (u:User {{id: key[1]}})-[m:MEMBER_OF]->(r:Room {{id: key[0]}})
+RETURN CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS p
+"""
+
+INVITED_KEYS = """
+UNWIND $keys AS key
+RETURN EXISTS { (:User {id: key[1]})-[:INVITED_TO]->(:Room {id: key[0]}) } AS invited
+"""
+
+# Bumping lockVersion first serializes every membership change of one room: Neo4j takes the
+# node's write lock there, ArcadeDB's optimistic check makes the losers retry. The count
+# read after it is therefore exact, so maxParticipants holds under concurrent joins.
+LOCK = """
+MATCH (r:Room {id: $roomId}) WHERE r.deletedAt IS NULL
+SET r.lockVersion = coalesce(r.lockVersion, 0) + 1
+RETURN r.maxParticipants AS max, COUNT { (:User)-[:MEMBER_OF]->(r) } AS n
+"""
+
+ADD = f"""
+MATCH (u:User {{id: $userId}}), (r:Room {{id: $roomId}})
+MERGE (u)-[m:MEMBER_OF]->(r)
+ON CREATE SET m.role = $role, m.joinedAt = $now
+RETURN {_FIELDS} AS p
+"""
+
+INVITE = """
+MATCH (u:User {id: $userId}), (r:Room {id: $roomId})
+MERGE (u)-[i:INVITED_TO]->(r) ON CREATE SET i.at = $now
+"""
+
+REMOVE = """
+MATCH (u:User {id: $userId})-[m:MEMBER_OF]->(r:Room {id: $roomId})
+OPTIONAL MATCH (u)-[i:INVITED_TO]->(r)
+WITH m, i, m.role AS role
+DELETE m
+FOREACH (x IN CASE WHEN $revoke AND i IS NOT NULL THEN [i] ELSE [] END | DELETE x)
+RETURN role
+"""
+
+SET_ROLE = f"""
+MATCH (u:User {{id: $userId}})-[m:MEMBER_OF]->(r:Room {{id: $roomId}})
+SET m.role = $role
+RETURN {_FIELDS} AS p
+"""
+
+HOSTS_AND_HEIR = """
+MATCH (r:Room {id: $roomId})
+OPTIONAL MATCH (u:User)-[m:MEMBER_OF]->(r)
+WITH r, u, m ORDER BY CASE m.role WHEN 'MODERATOR' THEN 0 ELSE 1 END, m.joinedAt, u.id
+WITH r, collect(CASE WHEN m IS NULL THEN NULL ELSE {id: u.id, role: m.role} END) AS ms
+RETURN r.hostId AS hostId, [x IN ms WHERE x.role = 'HOST' | x.id] AS hosts,
+       [x IN ms WHERE x.role <> 'HOST' | x.id][0] AS heir
+"""
+
+SET_HOST = """
+MATCH (u:User {id: $userId})-[m:MEMBER_OF]->(r:Room {id: $roomId})
+SET m.role = 'HOST', r.hostId = $userId
+"""
+
+SET_HOST_ID = """
+MATCH (r:Room {id: $roomId}) SET r.hostId = $userId
+"""
+
+
+class JoinOutcome(enum.Enum):
+    JOINED = "joined"
+    ALREADY = "already"
+    FULL = "full"
+    GONE = "gone"
+
+
+async def participants_by_rooms(db: GraphDB, ids: list[str]) -> list[list[ParticipantRecord]]:
+    rows = await db.read_rows(BY_ROOMS, ids=ids)
+    return [[ParticipantRecord.from_row(p) for p in r["ps"] if p] for r in rows]
+
+
+async def counts_by_rooms(db: GraphDB, ids: list[str]) -> list[int]:
+    rows = await db.read_rows(COUNTS, ids=ids)
+    return [int(r["n"]) for r in rows]
+
+
+async def memberships(db: GraphDB, keys: list[tuple[str, str]]) -> list[ParticipantRecord | None]:
+    rows = await db.read_rows(BY_KEYS, keys=[list(k) for k in keys])
+    return [ParticipantRecord.from_row(r["p"]) if r["p"] else None for r in rows]
+
+
+async def invitations(db: GraphDB, keys: list[tuple[str, str]]) -> list[bool]:
+    rows = await db.read_rows(INVITED_KEYS, keys=[list(k) for k in keys])
+    return [bool(r["invited"]) for r in rows]
+
+
+async def lock_room(tx: Tx, room_id: str) -> tuple[int, int] | None:
+    """Serializes membership changes of a room; returns (maxParticipants, count)."""
+    row = await tx.one(LOCK, roomId=room_id)
+    return (int(row["max"]), int(row["n"])) if row else None
+
+
+async def add_locked(tx: Tx, room_id: str, user_id: str, role: ParticipantRole,
+                     *, invited: bool = False) -> ParticipantRecord:
+    """Adds a member inside a transaction that already holds the room lock."""
+    row = await tx.one(ADD, roomId=room_id, userId=user_id, role=role.value, now=now_ms())
+    if invited:
+        await tx.rows(INVITE, roomId=room_id, userId=user_id, now=now_ms())
+    assert row is not None
+    return ParticipantRecord.from_row(row["p"])
+
+
+async def join(db: GraphDB, room_id: str, user_id: str) -> JoinOutcome:
+    async def work(tx: Tx) -> JoinOutcome:
+        locked = await lock_room(tx, room_id)
+        if locked is None:
+            return JoinOutcome.GONE
+        existing = await tx.one(BY_KEYS, keys=[[room_id, user_id]])
+        if existing and existing["p"]:
+            return JoinOutcome.ALREADY
+        max_participants, count = locked
+        if count >= max_participants:
+            return JoinOutcome.FULL
+        await add_locked(tx, room_id, user_id, ParticipantRole.MEMBER)
+        return JoinOutcome.JOINED
+
+    return await db.write(work, serialize_on=room_id)
+
+
+async def leave(db: GraphDB, room_id: str, user_id: str, *, revoke_invite: bool) -> bool:
+    """Removes a member; when the last host goes, the room passes to a moderator or the
+    longest-standing member. False when the user was not a member."""
+
+    async def work(tx: Tx) -> bool:
+        if await lock_room(tx, room_id) is None:
+            return False
+        removed = await tx.one(REMOVE, roomId=room_id, userId=user_id, revoke=revoke_invite)
+        if removed is None:
+            return False
+        if removed["role"] == ParticipantRole.HOST.value:
+            await _hand_over(tx, room_id)
+        return True
+
+    return await db.write(work, serialize_on=room_id)
+
+
+async def _hand_over(tx: Tx, room_id: str) -> None:
+    # Room.host must always name a current host while anyone is left in the room.
+    row = await tx.one(HOSTS_AND_HEIR, roomId=room_id)
+    if row is None:
+        return
+    if row["hosts"]:
+        if row["hostId"] not in row["hosts"]:
+            await tx.rows(SET_HOST_ID, roomId=room_id, userId=row["hosts"][0])
+    elif row["heir"]:
+        await tx.rows(SET_HOST, roomId=room_id, userId=row["heir"])
+
+
+async def set_role(db: GraphDB, room_id: str, user_id: str,
+                   role: ParticipantRole) -> ParticipantRecord | None:
+    async def work(tx: Tx) -> ParticipantRecord | None:
+        if await lock_room(tx, room_id) is None:
+            return None
+        row = await tx.one(SET_ROLE, roomId=room_id, userId=user_id, role=role.value)
+        if row is None:
+            return None
+        if role is not ParticipantRole.HOST:
+            await _hand_over(tx, room_id)
+        return ParticipantRecord.from_row(row["p"])
+
+    return await db.write(work, serialize_on=room_id)
+
+
+async def invite(db: GraphDB, room_id: str, user_ids: list[str]) -> JoinOutcome:
+    """Adds invitees as members (all or none) and remembers the invitation, so an invitee
+    who leaves may come back; FULL when they would not all fit."""
+
+    async def work(tx: Tx) -> JoinOutcome:
+        locked = await lock_room(tx, room_id)
+        if locked is None:
+            return JoinOutcome.GONE
+        current = await tx.rows(BY_KEYS, keys=[[room_id, uid] for uid in user_ids])
+        new_ids = [uid for uid, row in zip(user_ids, current, strict=True) if not row["p"]]
+        if locked[1] + len(new_ids) > locked[0]:
+            return JoinOutcome.FULL
+        for uid in user_ids:
+            await add_locked(tx, room_id, uid, ParticipantRole.MEMBER, invited=True)
+        return JoinOutcome.JOINED
+
+    return await db.write(work, serialize_on=room_id)

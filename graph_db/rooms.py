@@ -1,0 +1,142 @@
+"""Room nodes: created with their host, listed with the caller's visibility, soft-deleted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graph_db.driver import GraphDB, Tx
+from graph_db.models import ParticipantRole, RoomRecord, RoomType, RoomVisibility, now_ms
+from graph_db.participants import lock_room
+
+CREATE = """
+MATCH (host:User {id: $hostId})
+CREATE (r:Room {id: $id, name: $name, description: $description, type: $type,
+                visibility: $visibility, maxParticipants: $maxParticipants, hostId: $hostId,
+                createdAt: $now, updatedAt: $now, lockVersion: 0})
+CREATE (host)-[:MEMBER_OF {role: $hostRole, joinedAt: $now}]->(r)
+WITH r
+UNWIND $inviteIds AS inviteId
+MATCH (u:User {id: inviteId})
+CREATE (u)-[:MEMBER_OF {role: $memberRole, joinedAt: $now}]->(r)
+CREATE (u)-[:INVITED_TO {at: $now}]->(r)
+RETURN count(u) AS invited
+"""
+
+BY_IDS = """
+UNWIND $ids AS id
+OPTIONAL MATCH (r:Room {id: id}) WHERE r.deletedAt IS NULL
+RETURN r {.*} AS r
+"""
+
+# One visibility rule for listing and counting; the resolver layer applies the same rule
+# to single rooms (resolvers/policy.py).
+VISIBLE = """
+MATCH (r:Room)
+WHERE r.deletedAt IS NULL
+  AND ($type IS NULL OR r.type = $type)
+  AND ($visibility IS NULL OR r.visibility = $visibility)
+  AND ($search IS NULL OR toLower(r.name) CONTAINS $search)
+WITH r, EXISTS { (:User {id: $viewer})-[:MEMBER_OF]->(r) } AS member
+WHERE (NOT $mine OR member)
+  AND ($admin OR member OR (r.visibility = 'PUBLIC' AND NOT $patient)
+       OR EXISTS { (:User {id: $viewer})-[:INVITED_TO]->(r) })
+"""
+
+PAGE = VISIBLE + """
+WITH r WHERE $afterMs IS NULL OR r.createdAt < $afterMs
+  OR (r.createdAt = $afterMs AND r.id < $afterId)
+RETURN r {.*} AS r
+ORDER BY r.createdAt DESC, r.id DESC
+LIMIT $limit
+"""
+
+COUNT = VISIBLE + "RETURN count(r) AS n"
+
+UPDATE = """
+MATCH (r:Room {id: $id}) WHERE r.deletedAt IS NULL
+SET r += $changes, r.updatedAt = $now
+RETURN r {.*} AS r
+"""
+
+SOFT_DELETE = """
+MATCH (r:Room {id: $id}) WHERE r.deletedAt IS NULL
+SET r.deletedAt = $now, r.deletedBy = $by
+RETURN r.id AS id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomFilterArgs:
+    viewer_id: str
+    admin: bool
+    patient: bool
+    type: RoomType | None = None
+    visibility: RoomVisibility | None = None
+    mine: bool = False
+    search: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "viewer": self.viewer_id, "admin": self.admin, "patient": self.patient,
+            "type": self.type.value if self.type else None,
+            "visibility": self.visibility.value if self.visibility else None,
+            "mine": self.mine, "search": self.search.lower() if self.search else None,
+        }
+
+
+async def create_room(db: GraphDB, *, room_id: str, host_id: str, name: str,
+                      description: str | None, type: RoomType, visibility: RoomVisibility,
+                      max_participants: int, invite_ids: list[str]) -> None:
+    params = {
+        "id": room_id, "hostId": host_id, "name": name, "description": description,
+        "type": type.value, "visibility": visibility.value, "maxParticipants": max_participants,
+        "now": now_ms(), "inviteIds": invite_ids, "hostRole": ParticipantRole.HOST.value,
+        "memberRole": ParticipantRole.MEMBER.value,
+    }
+
+    async def work(tx: Tx) -> None:
+        await tx.rows(CREATE, **params)
+
+    await db.write(work)
+
+
+async def rooms_by_ids(db: GraphDB, ids: list[str]) -> list[RoomRecord | None]:
+    rows = await db.read_rows(BY_IDS, ids=ids)
+    return [RoomRecord.from_row(r["r"]) if r["r"] else None for r in rows]
+
+
+async def list_rooms(db: GraphDB, filt: RoomFilterArgs, *, after: tuple[int, str] | None,
+                     limit: int) -> list[RoomRecord]:
+    rows = await db.read_rows(
+        PAGE, **filt.params(), limit=limit,
+        afterMs=after[0] if after else None, afterId=after[1] if after else None,
+    )
+    return [RoomRecord.from_row(r["r"]) for r in rows]
+
+
+async def count_rooms(db: GraphDB, filt: RoomFilterArgs) -> int:
+    rows = await db.read_rows(COUNT, **filt.params())
+    return int(rows[0]["n"]) if rows else 0
+
+
+async def update_room(db: GraphDB, room_id: str,
+                      changes: dict[str, Any]) -> RoomRecord | int | None:
+    """The updated room; None when gone; the participant count when a new
+    maxParticipants would be below it."""
+
+    async def work(tx: Tx) -> RoomRecord | int | None:
+        locked = await lock_room(tx, room_id)
+        if locked is None:
+            return None
+        if changes.get("maxParticipants", locked[1]) < locked[1]:
+            return locked[1]
+        row = await tx.one(UPDATE, id=room_id, changes=changes, now=now_ms())
+        return RoomRecord.from_row(row["r"]) if row else None
+
+    return await db.write(work, serialize_on=room_id)
+
+
+async def soft_delete_room(db: GraphDB, room_id: str, by: str) -> bool:
+    rows = await db.write_rows(SOFT_DELETE, id=room_id, now=now_ms(), by=by)
+    return bool(rows)

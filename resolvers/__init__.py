@@ -1,0 +1,1 @@
+"""Resolvers: parse input, check access, call graph_db or a loader, return records."""

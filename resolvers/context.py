@@ -1,0 +1,114 @@
+"""The typed per-request (HTTP) or per-connection (WebSocket) context, and the services."""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.websockets import WebSocket
+
+from auth import AuthError, Claims, TokenVerifier
+from graph_db import users
+from graph_db.driver import GraphDB
+from graph_db.models import Role, UserRecord
+from loaders import Loaders
+from resolvers.errors import Unauthenticated
+from settings import Settings
+
+_KNOWN_USERS_MAX = 10_000
+_operation_loaders: contextvars.ContextVar[Loaders | None] = contextvars.ContextVar(
+    "operation_loaders", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    user: UserRecord
+    claims: Claims
+
+    @property
+    def id(self) -> str:
+        return self.user.id
+
+    @property
+    def role(self) -> Role:
+        return self.user.role
+
+
+@dataclass
+class Services:
+    """What the app builds once in its lifespan and every operation shares."""
+
+    settings: Settings
+    db: GraphDB
+    verifier: TokenVerifier
+    # Users whose current claims this process already wrote: skips a write per request.
+    _known: OrderedDict[str, UserRecord] = field(default_factory=OrderedDict)
+
+    async def viewer_from_token(self, token: str) -> Viewer:
+        """Verifies the token and creates or updates the user from its claims."""
+        claims = await self.verifier.verify(token)
+        role = claims.role
+        user = self._known.get(claims.user_id)
+        if user is None or (user.display_name, user.role, user.email) != (
+                claims.display_name, role, claims.email):
+            user = await users.upsert_user(self.db, user_id=claims.user_id,
+                                           name=claims.display_name, role=role,
+                                           email=claims.email)
+        self._known[claims.user_id] = user
+        self._known.move_to_end(claims.user_id)
+        if len(self._known) > _KNOWN_USERS_MAX:
+            self._known.popitem(last=False)
+        return Viewer(user=user, claims=claims)
+
+
+@dataclass
+class Context:
+    services: Services
+    request: Request | WebSocket | None
+    response: Any = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    auth: Viewer | AuthError | None = None
+    # Set by strawberry from the WebSocket connection_init payload.
+    connection_params: dict[str, Any] | None = None
+
+    @property
+    def db(self) -> GraphDB:
+        return self.services.db
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def viewer(self) -> Viewer:
+        if isinstance(self.auth, Viewer):
+            return self.auth
+        if isinstance(self.auth, AuthError):
+            raise Unauthenticated(str(self.auth))
+        raise Unauthenticated("authentication required")
+
+    @property
+    def loaders(self) -> Loaders:
+        """This operation's loaders. A WebSocket connection runs many operations, each in its
+        own task, so they live in a context variable set when the operation starts."""
+        loaders = _operation_loaders.get()
+        if loaders is None:  # outside an operation (tests, reference resolution)
+            loaders = self.new_loaders()
+            _operation_loaders.set(loaders)
+        return loaders
+
+    def new_loaders(self) -> Loaders:
+        return Loaders(self.services.db, self.auth.id if isinstance(self.auth, Viewer) else None)
+
+    def start_operation(self) -> contextvars.Token[Loaders | None]:
+        # Set in the operation's own task, before graphql-core fans out into child tasks
+        # (which copy the context: a loader created there would batch nothing).
+        return _operation_loaders.set(self.new_loaders())
+
+    @staticmethod
+    def end_operation(token: contextvars.Token[Loaders | None]) -> None:
+        _operation_loaders.reset(token)

@@ -1,0 +1,74 @@
+"""Schema extensions: per-operation loaders, and errors that always carry a code."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors, SchemaExtension
+
+from resolvers.context import Context
+
+log = logging.getLogger("collaboration.errors")
+
+# graphql-core's messages for values that do not fit their declared type.
+_INPUT_MARKERS = ("got invalid value", "Expected value of type", "does not exist in",
+                  "cannot represent", "Expected type", "of required type", "was not provided")
+
+
+class OperationLoaders(SchemaExtension):
+    """Fresh DataLoaders for every operation, also on a long-lived WebSocket connection."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        token = context.start_operation() if isinstance(context, Context) else None
+        try:
+            yield
+        finally:
+            if token is not None:
+                Context.end_operation(token)
+
+
+def _unexpected(error: GraphQLError) -> bool:
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
+class CodedErrors(MaskErrors):
+    """Masks unexpected failures as "Unexpected error." (logged with a request id) and gives
+    every error an `extensions.code`, also parse and validation errors."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_unexpected)
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return [self._coded(e) for e in errors]
+
+    def _request_id(self) -> str:
+        context = self.execution_context.context
+        return context.request_id if isinstance(context, Context) else "-"
+
+    def _coded(self, error: GraphQLError) -> GraphQLError:
+        if _unexpected(error):
+            request_id = self._request_id()
+            log.error("unexpected error [request %s] at %s", request_id, error.path,
+                      exc_info=error.original_error)
+            masked = self.anonymise_error(error)
+            masked.extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
+            return masked
+        if error.extensions and "code" in error.extensions:
+            return error
+        error.extensions = {**(error.extensions or {}), "code": _code_for(error)}
+        return error
+
+
+def _code_for(error: GraphQLError) -> str:
+    message = error.message
+    if message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if any(marker in message for marker in _INPUT_MARKERS):
+        return "BAD_USER_INPUT"
+    if error.original_error is None and error.path is None:
+        return "GRAPHQL_VALIDATION_FAILED"
+    return "BAD_REQUEST"

@@ -1,0 +1,41 @@
+"""Fields of a Room: what each caller may see inside it."""
+
+from __future__ import annotations
+
+from graph_db.models import ParticipantRecord, RoomRecord, UserRecord
+from resolvers import policy
+from resolvers.access import find_room
+from resolvers.context import Context
+
+
+async def host(ctx: Context, room: RoomRecord) -> UserRecord:
+    user = await ctx.loaders.user.load(room.host_id)
+    assert user is not None, "a room's host is a user node"
+    return user
+
+
+async def participants(ctx: Context, room: RoomRecord) -> list[ParticipantRecord]:
+    # Non-members of a PUBLIC room see that it exists, not who is in it.
+    member = await ctx.loaders.membership.load((room.id, ctx.viewer.id))
+    if not policy.can_see_inside(ctx.viewer.role, member):
+        return []
+    return await ctx.loaders.participants.load(room.id)
+
+
+async def participant_count(ctx: Context, room: RoomRecord) -> int:
+    return await ctx.loaders.participant_count.load(room.id)
+
+
+async def my_membership(ctx: Context, room: RoomRecord) -> ParticipantRecord | None:
+    return await ctx.loaders.membership.load((room.id, ctx.viewer.id))
+
+
+async def user_of(ctx: Context, user_id: str) -> UserRecord:
+    user = await ctx.loaders.user.load(user_id)
+    assert user is not None, "edges only point at existing users"
+    return user
+
+
+async def room_of(ctx: Context, room_id: str) -> RoomRecord | None:
+    found = await find_room(ctx, room_id)
+    return found.room if found else None

@@ -1,0 +1,57 @@
+"""User queries: the caller, one user, and search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graph_db import users
+from graph_db.models import Role, UserRecord
+from resolvers import pagination, policy, validation
+from resolvers.access import access_user
+from resolvers.context import Context
+from resolvers.errors import BadInput, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    users: list[UserRecord]
+    cursors: list[str]
+    has_next: bool
+    has_previous: bool
+
+
+async def me(ctx: Context) -> UserRecord:
+    return ctx.viewer.user
+
+
+async def user(ctx: Context, user_id: str) -> UserRecord | None:
+    try:
+        return await access_user(ctx, user_id)
+    except NotFound:
+        return None
+
+
+async def search_users(ctx: Context, *, search: str | None, role: Role | None,
+                       first: int | None, after: str | None) -> UserPage:
+    viewer = ctx.viewer
+    limit = pagination.page_size(first)
+    term = validation.optional_text("search", search, max_len=120)
+    fp = pagination.fingerprint(viewer.id, term, role.value if role else None)
+    keys = _user_keys(pagination.decode("users", fp, after))
+    found = await users.search_users(
+        ctx.db, viewer_id=viewer.id, sees_all=policy.sees_all_users(viewer.role),
+        search=term, role=role, after=keys, limit=limit + 1)
+    page = found[:limit]
+    return UserPage(
+        users=page, cursors=[pagination.encode("users", fp, u.display_name, u.id) for u in page],
+        has_next=len(found) > limit, has_previous=after is not None,
+    )
+
+
+def _user_keys(keys: list[Any] | None) -> tuple[str, str] | None:
+    if keys is None:
+        return None
+    if len(keys) != 2 or not all(isinstance(k, str) for k in keys):
+        raise BadInput("after", "malformed cursor")
+    return keys[0], keys[1]

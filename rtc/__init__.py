@@ -1,0 +1,1 @@
+"""WebRTC: signaling, TURN credentials, server-side peers (later issues)."""

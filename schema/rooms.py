@@ -1,0 +1,150 @@
+"""Room, its participants and join requests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Self
+
+import strawberry
+from strawberry.types import Info
+
+from graph_db.models import JoinRequestRecord, ParticipantRecord, RoomRecord
+from resolvers import membership, room_fields
+from resolvers import rooms as resolve
+from resolvers.context import Context
+from schema.common import PageInfo
+from schema.enums import JoinRequestStatus, JoinStatus, ParticipantRole, RoomType, RoomVisibility
+from schema.users import User
+
+Ctx = Info[Context, None]
+
+
+@strawberry.type
+class Participant:
+    role: ParticipantRole
+    joined_at: datetime
+    _user_id: strawberry.Private[str]
+
+    @classmethod
+    def of(cls, record: ParticipantRecord) -> Self:
+        return cls(role=record.role, joined_at=record.joined_at, _user_id=record.user_id)
+
+    @strawberry.field
+    async def user(self, info: Ctx) -> User:
+        return User.of(await room_fields.user_of(info.context, self._user_id))
+
+
+@strawberry.federation.type(keys=["id"])
+class Room:
+    id: strawberry.ID
+    name: str
+    description: str | None
+    type: RoomType
+    visibility: RoomVisibility
+    max_participants: int
+    created_at: datetime
+    updated_at: datetime
+    _record: strawberry.Private[RoomRecord]
+
+    @classmethod
+    def of(cls, r: RoomRecord) -> Self:
+        return cls(id=strawberry.ID(r.id), name=r.name, description=r.description, type=r.type,
+                   visibility=r.visibility, max_participants=r.max_participants,
+                   created_at=r.created_at, updated_at=r.updated_at, _record=r)
+
+    @classmethod
+    async def resolve_reference(cls, info: Ctx, id: strawberry.ID) -> Self | None:
+        found = await room_fields.room_of(info.context, id)
+        return cls.of(found) if found else None
+
+    @strawberry.field
+    async def host(self, info: Ctx) -> User:
+        return User.of(await room_fields.host(info.context, self._record))
+
+    @strawberry.field
+    async def participants(self, info: Ctx) -> list[Participant]:
+        found = await room_fields.participants(info.context, self._record)
+        return [Participant.of(p) for p in found]
+
+    @strawberry.field
+    async def participant_count(self, info: Ctx) -> int:
+        return await room_fields.participant_count(info.context, self._record)
+
+    @strawberry.field(description="The caller's membership, null when the caller is not a "
+                                  "participant.")
+    async def my_membership(self, info: Ctx) -> Participant | None:
+        found = await room_fields.my_membership(info.context, self._record)
+        return Participant.of(found) if found else None
+
+    @strawberry.field(description="Hosts and moderators only.")
+    async def join_requests(self, info: Ctx, status: JoinRequestStatus | None =
+                            JoinRequestStatus.PENDING) -> list[JoinRequest]:
+        found = await membership.join_requests_of(info.context, self._record, status)
+        return [JoinRequest.of(j) for j in found]
+
+
+@strawberry.type
+class JoinRequest:
+    id: strawberry.ID
+    status: JoinRequestStatus
+    message: str | None
+    created_at: datetime
+    decided_at: datetime | None
+    _record: strawberry.Private[JoinRequestRecord]
+
+    @classmethod
+    def of(cls, j: JoinRequestRecord) -> Self:
+        return cls(id=strawberry.ID(j.id), status=j.status, message=j.message,
+                   created_at=j.created_at, decided_at=j.decided_at, _record=j)
+
+    @strawberry.field
+    async def room(self, info: Ctx) -> Room:
+        found = await info.context.loaders.room.load(self._record.room_id)
+        assert found is not None
+        return Room.of(found)
+
+    @strawberry.field
+    async def user(self, info: Ctx) -> User:
+        return User.of(await room_fields.user_of(info.context, self._record.user_id))
+
+    @strawberry.field
+    async def decided_by(self, info: Ctx) -> User | None:
+        decider = self._record.decided_by_id
+        return User.of(await room_fields.user_of(info.context, decider)) if decider else None
+
+
+@strawberry.type
+class JoinRoomResult:
+    status: JoinStatus
+    room: Room
+    request: JoinRequest | None
+
+    @classmethod
+    def of(cls, result: membership.JoinResult) -> Self:
+        return cls(status=JoinStatus.JOINED if result.joined else JoinStatus.PENDING,
+                   room=Room.of(result.room),
+                   request=JoinRequest.of(result.request) if result.request else None)
+
+
+@strawberry.type
+class RoomEdge:
+    cursor: str
+    node: Room
+
+
+@strawberry.type
+class RoomConnection:
+    edges: list[RoomEdge]
+    page_info: PageInfo
+    _page: strawberry.Private[resolve.RoomPage]
+
+    @classmethod
+    def of(cls, page: resolve.RoomPage) -> Self:
+        edges = [RoomEdge(cursor=c, node=Room.of(r))
+                 for r, c in zip(page.rooms, page.cursors, strict=True)]
+        info = PageInfo.of(page.cursors, has_next=page.has_next, has_previous=page.has_previous)
+        return cls(edges=edges, page_info=info, _page=page)
+
+    @strawberry.field
+    async def total_count(self, info: Ctx) -> int:
+        return await resolve.count_rooms(info.context, self._page)

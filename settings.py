@@ -1,0 +1,114 @@
+"""Service configuration, read from the environment (names and defaults follow the seed)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "your-secret-key"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every variable of the seed's Configuration section, plus its tuning values."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Service
+    collaboration_host: str = "0.0.0.0"
+    collaboration_port: int = Field(default=8002, ge=1, le=65535)
+    debug: bool = False
+    environment: Literal["production", "staging", "development", "test"] = "production"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Graph database: NEO4J_URI unset starts the embedded ArcadeDB under graph_data_dir.
+    neo4j_uri: str | None = None
+    neo4j_user: str = "neo4j"
+    neo4j_password: str = "password"
+    neo4j_database: str | None = None
+    graph_data_dir: Path = Path("data/graph")
+    graph_heap: str = "512m"
+
+    # Security
+    jwt_secret_key: str = PLACEHOLDER_SECRET
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_jwks_url: str | None = None
+    jwt_jwks_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    # Pub/sub: REDIS_URL unset keeps events inside this process.
+    redis_url: str | None = None
+
+    # AI integration
+    gemini_api_key: str | None = None
+    ai_model_name: str = "gemini-pro"
+
+    # WebRTC
+    stun_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["stun:stun.l.google.com:19302"]
+    )
+    turn_server_url: str | None = None
+    turn_secret: str | None = None
+
+    # Features
+    enable_screen_sharing: bool = True
+    enable_ai_assistant: bool = True
+    enable_video_recording: bool = False
+
+    # Performance tuning (the seed's YAML block)
+    connection_pool_size: int = Field(default=20, ge=1, le=1000)
+    cache_ttl: int = Field(default=3600, ge=0)
+    rate_limit_requests: int = Field(default=100, ge=1)
+    rate_limit_period: int = Field(default=60, ge=1)
+    ws_heartbeat_interval: int = Field(default=30, ge=1, le=3600)
+    ws_max_connections: int = Field(default=50, ge=1)
+    room_max_participants: int = Field(default=20, ge=2, le=10_000)
+    chat_history_limit: int = Field(default=100, ge=1, le=10_000)
+
+    _split = field_validator("cors_origins", "stun_servers", mode="before")(_split_csv)
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_secret(self) -> Settings:
+        no_jwks = not (self.jwt_jwks_url or self.jwt_jwks_file)
+        relaxed = self.environment in ("development", "test")
+        if not relaxed and no_jwks and self.jwt_secret_key == PLACEHOLDER_SECRET:
+            raise ValueError(
+                "JWT_SECRET_KEY: the placeholder secret is refused outside development; "
+                "set JWT_SECRET_KEY (or JWT_JWKS_URL/JWT_JWKS_FILE) or ENVIRONMENT=development"
+            )
+        if self.jwt_secret_key != PLACEHOLDER_SECRET and len(self.jwt_secret_key) < 16:
+            raise ValueError("JWT_SECRET_KEY: must be at least 16 characters")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @cached_property
+    def uses_embedded_graph(self) -> bool:
+        return not self.neo4j_uri
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value raises SystemExit naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper()
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if name else message)
+        raise SystemExit("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,43 @@
+"""One live service per test session (real ArcadeDB over Bolt, real HTTP); data wiped
+between tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from settings import Settings
+from tests.harness import LiveServer
+from tests.personas import People
+
+SECRET = "test-secret-0123456789abcdef0123"
+
+
+def test_settings(data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "environment": "test", "jwt_secret_key": SECRET, "graph_data_dir": data_dir,
+        "graph_heap": "512m", **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = LiveServer(test_settings(tmp_path_factory.mktemp("graph"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh(live: LiveServer) -> LiveServer:
+    live.wipe()
+    return live
+
+
+@pytest.fixture
+async def people(fresh: LiveServer) -> AsyncIterator[People]:
+    crowd = People(fresh.settings, fresh.url)
+    yield crowd
+    await crowd.aclose()

@@ -1,0 +1,1 @@
+"""How GraphQL reaches clients: the HTTP/WebSocket endpoint and connection authentication."""

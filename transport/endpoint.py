@@ -1,0 +1,69 @@
+"""The /graphql endpoint: HTTP POST and graphql-transport-ws, authenticated per request or
+per connection (`connection_init` payload)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from auth import AuthError, parse_bearer
+from resolvers.context import Context, Services
+
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class GraphQLEndpoint(GraphQL[Context, None]):
+    def __init__(self, schema: Any, *, ide: bool, allowed_origins: list[str]) -> None:
+        super().__init__(
+            schema, graphql_ide="graphiql" if ide else None, allow_queries_via_get=False,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(seconds=10),
+            allowed_origins=allowed_origins,
+        )
+
+    @staticmethod
+    def services(request: Request | WebSocket) -> Services:
+        services: Services = request.app.state.services
+        return services
+
+    async def get_context(self, request: Request | WebSocket,
+                          response: Response | WebSocket) -> Context:
+        context = Context(services=self.services(request), request=request, response=response)
+        incoming = request.headers.get("x-request-id", "")
+        if _REQUEST_ID.fullmatch(incoming):
+            context.request_id = incoming
+        if isinstance(request, Request):
+            header = request.headers.get("authorization")
+            if header is not None:
+                context.auth = await self._authenticate(context, header)
+        return context
+
+    @staticmethod
+    async def _authenticate(context: Context, header: str) -> Any:
+        try:
+            return await context.services.viewer_from_token(parse_bearer(header))
+        except AuthError as exc:
+            return exc
+
+    async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
+        params = context.connection_params or {}
+        header = params.get("authorization") or params.get("Authorization")
+        if header is None and isinstance(params.get("authToken"), str):
+            header = f"Bearer {params['authToken']}"
+        if not isinstance(header, str):
+            raise ConnectionRejectionError
+        context.auth = await self._authenticate(context, header)
+        if isinstance(context.auth, AuthError):
+            log.info("websocket rejected: %s", context.auth)
+            raise ConnectionRejectionError
+        return None
