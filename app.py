@@ -17,11 +17,17 @@ from auth import TokenVerifier
 from graph_db.driver import GraphDB
 from graph_db.embedded import EmbeddedGraphServer
 from graph_db.schema_setup import ensure_schema
+from realtime.hub import Hub
+from realtime.presence import PresenceStore, RedisPresence
+from realtime.pubsub import MemoryPubSub, PubSub
+from realtime.redis_pubsub import RedisPubSub
 from resolvers.context import Services
 from resolvers.extensions import CodedErrors, OperationLoaders
 from schema import build_schema
 from settings import Settings, load_settings
 from transport.endpoint import GraphQLEndpoint
+from transport.fanout import GraphQLRenderer
+from transport.ws import RawSendMiddleware
 
 log = logging.getLogger("collaboration")
 
@@ -48,31 +54,59 @@ async def open_graph(settings: Settings) -> AsyncIterator[GraphDB]:
         yield db
 
 
+@contextlib.asynccontextmanager
+async def open_hub(settings: Settings, db: GraphDB) -> AsyncIterator[Hub]:
+    """Room events through Redis when REDIS_URL is set (several processes), else in memory."""
+    presence_store: PresenceStore | None = None
+    pubsub: PubSub
+    if settings.redis_url:
+        redis_pubsub = RedisPubSub(settings.redis_url)
+        presence_store = RedisPresence(redis_pubsub.redis,
+                                       ttl=2.5 * settings.ws_heartbeat_interval)
+        pubsub = redis_pubsub
+        log.info("room events: Redis pub/sub")
+    else:
+        pubsub = MemoryPubSub()
+        log.info("room events: in-process (set REDIS_URL to run several processes)")
+    hub = Hub(pubsub, db, presence_store=presence_store,
+              presence_grace=settings.presence_grace_seconds,
+              heartbeat_interval=settings.ws_heartbeat_interval)
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.close()
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_graph(settings) as db:
-            verifier = TokenVerifier(settings)
-            app.state.services = Services(settings=settings, db=db, verifier=verifier)
-            try:
-                yield
-            finally:
-                await verifier.aclose()
 
     schema = build_schema(extensions=[OperationLoaders, CodedErrors])
     endpoint = GraphQLEndpoint(schema, ide=not settings.is_production,
                                allowed_origins=settings.cors_origins)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_graph(settings) as db, open_hub(settings, db) as hub:
+            hub.renderer = GraphQLRenderer(endpoint.documents.schema)
+            verifier = TokenVerifier(settings)
+            app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub)
+            try:
+                yield
+            finally:
+                await verifier.aclose()
     routes = [
         Route("/graphql", endpoint, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
     ]
-    middleware = [Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                             allow_methods=["GET", "POST"], allow_credentials=True,
-                             allow_headers=["authorization", "content-type", "x-request-id"])]
+    middleware = [
+        Middleware(RawSendMiddleware),
+        Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                   allow_methods=["GET", "POST"], allow_credentials=True,
+                   allow_headers=["authorization", "content-type", "x-request-id"]),
+    ]
     return Starlette(debug=settings.debug, routes=routes, middleware=middleware,
                      lifespan=lifespan)
 
@@ -96,8 +130,9 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.collaboration_host,
                 port=settings.collaboration_port, ws="websockets-sansio",
-                ws_per_message_deflate=False, log_level=settings.log_level.lower(),
-                lifespan="on")
+                ws_per_message_deflate=False, ws_ping_interval=settings.ws_heartbeat_interval,
+                ws_ping_timeout=settings.ws_heartbeat_interval,
+                log_level=settings.log_level.lower(), lifespan="on")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
 
     # Pub/sub: REDIS_URL unset keeps events inside this process.
     redis_url: str | None = None
+    # A user stays online this long after their last socket closes (reconnects don't flicker).
+    presence_grace_seconds: float = Field(default=3.0, ge=0, le=120)
 
     # AI integration
     gemini_api_key: str | None = None

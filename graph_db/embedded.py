@@ -105,16 +105,6 @@ def _load_or_create_password(data_dir: Path) -> str:
     return password
 
 
-def _log_tail(path: Path, since: int, limit: int = 4000) -> str:
-    try:
-        with path.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(since, size - limit))
-            return f.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return f"(server log unreadable: {exc})"
-
-
 async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
     """SIGTERM (the JVM's shutdown hook closes the database cleanly), SIGKILL after grace."""
     try:
@@ -123,14 +113,12 @@ async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
                 proc.terminate()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), grace)
+    finally:
+        # Also when cancelled: nothing else would stop it until this process dies.
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-            await proc.wait()
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise
+    await proc.wait()
 
 
 class EmbeddedGraphServer:
@@ -213,7 +201,8 @@ class EmbeddedGraphServer:
             "server.mode": "production",
             "server.defaultDatabases": f"{self._database}[root]",
             "server.httpIncomingHost": self._host,
-            "server.httpIncomingPort": str(http_port),
+            # A range: ArcadeDB moves on if the port was taken meanwhile; nothing uses HTTP.
+            "server.httpIncomingPort": f"{http_port}-{min(http_port + 20, 65535)}",
             "server.plugins": "Bolt:com.arcadedb.bolt.BoltProtocolPlugin",
             "bolt.host": self._host,
             "bolt.port": str(self._bolt_port),
@@ -230,8 +219,6 @@ class EmbeddedGraphServer:
             raise RuntimeError(f"no Java runtime in the arcadedb-embedded package at {java}")
         self._bolt_port = find_free_port(self._host)
         http_port = find_free_port(self._host)
-        while http_port == self._bolt_port:
-            http_port = find_free_port(self._host)
         log_path = self._data_dir / LOG_FILE
         with log_path.open("ab") as log:
             self._log_start = log.tell()
@@ -257,6 +244,7 @@ class EmbeddedGraphServer:
         proc = self._proc
         assert proc is not None
         deadline = time.monotonic() + START_TIMEOUT_S
+        last_error: Exception | None = None
         auth = (self.user, self.password)
         async with neo4j.AsyncGraphDatabase.driver(
             self.bolt_uri, auth=auth, connection_timeout=2.0
@@ -264,15 +252,19 @@ class EmbeddedGraphServer:
             while True:
                 if proc.returncode is not None:
                     self._fail(f"exited with code {proc.returncode} while starting")
+                # A failed start (a port taken meanwhile, say) leaves the JVM running on its
+                # non-daemon threads, so its exit code would never come.
+                if b'Exception in thread "main"' in self._startup_log():
+                    self._fail("failed to start")
                 try:
                     await asyncio.wait_for(self._ping(driver), 5.0)
                     return
                 except AuthError:
                     self._fail(f"rejected the root password stored in {PASSWORD_FILE}")
-                except (Neo4jError, DriverError, OSError, TimeoutError):
-                    pass
+                except (Neo4jError, DriverError, OSError, TimeoutError) as exc:
+                    last_error = exc
                 if time.monotonic() > deadline:
-                    self._fail(f"did not answer on {self.bolt_uri} within {START_TIMEOUT_S:.0f} s")
+                    self._fail(f"did not answer within {START_TIMEOUT_S:.0f} s ({last_error!r})")
                 await asyncio.sleep(0.1)
 
     async def _ping(self, driver: neo4j.AsyncDriver) -> None:
@@ -281,8 +273,16 @@ class EmbeddedGraphServer:
             result = await session.run("RETURN 1")
             await result.consume()
 
+    def _startup_log(self) -> bytes:
+        try:
+            with (self._data_dir / LOG_FILE).open("rb") as log:
+                log.seek(self._log_start)
+                return log.read()
+        except OSError:
+            return b""
+
     def _fail(self, reason: str) -> NoReturn:
-        tail = _log_tail(self._data_dir / LOG_FILE, self._log_start)
+        tail = self._startup_log()[-4000:].decode("utf-8", "replace")
         raise RuntimeError(f"embedded graph server {reason}; server log tail:\n{tail}")
 
     async def _shutdown(self, grace: float) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
 
 from graph_db.driver import GraphDB, Tx
+from graph_db.events import EventRecord, EventType, append_event
 from graph_db.models import ParticipantRecord, ParticipantRole, now_ms
 
 _FIELDS = "{roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt}"
@@ -73,9 +75,10 @@ HOSTS_AND_HEIR = """
 MATCH (r:Room {id: $roomId})
 OPTIONAL MATCH (u:User)-[m:MEMBER_OF]->(r)
 WITH r, u, m ORDER BY CASE m.role WHEN 'MODERATOR' THEN 0 ELSE 1 END, m.joinedAt, u.id
-WITH r, collect(CASE WHEN m IS NULL THEN NULL ELSE {id: u.id, role: m.role} END) AS ms
+WITH r, collect(CASE WHEN m IS NULL THEN NULL
+                     ELSE {id: u.id, role: m.role, patient: u.role = 'patient'} END) AS ms
 RETURN r.hostId AS hostId, [x IN ms WHERE x.role = 'HOST' | x.id] AS hosts,
-       [x IN ms WHERE x.role <> 'HOST' | x.id][0] AS heir
+       [x IN ms WHERE x.role <> 'HOST' AND NOT x.patient | x.id][0] AS heir
 """
 
 SET_HOST = """
@@ -86,6 +89,11 @@ SET m.role = 'HOST', r.hostId = $userId
 SET_HOST_ID = """
 MATCH (r:Room {id: $roomId}) SET r.hostId = $userId
 """
+
+
+T = TypeVar("T")
+# What a write returns, with the events it appended (publish them after the commit).
+Written = tuple[T, list[EventRecord]]
 
 
 class JoinOutcome(enum.Enum):
@@ -131,81 +139,95 @@ async def add_locked(tx: Tx, room_id: str, user_id: str, role: ParticipantRole,
     return ParticipantRecord.from_row(row["p"])
 
 
-async def join(db: GraphDB, room_id: str, user_id: str) -> JoinOutcome:
-    async def work(tx: Tx) -> JoinOutcome:
+async def join(db: GraphDB, room_id: str, user_id: str) -> Written[JoinOutcome]:
+    async def work(tx: Tx) -> Written[JoinOutcome]:
         locked = await lock_room(tx, room_id)
         if locked is None:
-            return JoinOutcome.GONE
+            return JoinOutcome.GONE, []
         existing = await tx.one(BY_KEYS, keys=[[room_id, user_id]])
         if existing and existing["p"]:
-            return JoinOutcome.ALREADY
+            return JoinOutcome.ALREADY, []
         max_participants, count = locked
         if count >= max_participants:
-            return JoinOutcome.FULL
+            return JoinOutcome.FULL, []
         await add_locked(tx, room_id, user_id, ParticipantRole.MEMBER)
-        return JoinOutcome.JOINED
+        joined = await append_event(tx, room_id, EventType.PARTICIPANT_JOINED, user_id=user_id)
+        return JoinOutcome.JOINED, [joined]
 
     return await db.write(work, serialize_on=room_id)
 
 
-async def leave(db: GraphDB, room_id: str, user_id: str, *, revoke_invite: bool) -> bool:
+async def leave(db: GraphDB, room_id: str, user_id: str, *,
+                revoke_invite: bool) -> Written[bool]:
     """Removes a member; when the last host goes, the room passes to a moderator or the
     longest-standing member. False when the user was not a member."""
 
-    async def work(tx: Tx) -> bool:
+    async def work(tx: Tx) -> Written[bool]:
         if await lock_room(tx, room_id) is None:
-            return False
+            return False, []
         removed = await tx.one(REMOVE, roomId=room_id, userId=user_id, revoke=revoke_invite)
         if removed is None:
-            return False
+            return False, []
+        events = [await append_event(tx, room_id, EventType.PARTICIPANT_LEFT, user_id=user_id)]
         if removed["role"] == ParticipantRole.HOST.value:
-            await _hand_over(tx, room_id)
-        return True
+            events += await _hand_over(tx, room_id)
+        return True, events
 
     return await db.write(work, serialize_on=room_id)
 
 
-async def _hand_over(tx: Tx, room_id: str) -> None:
+async def _hand_over(tx: Tx, room_id: str) -> list[EventRecord]:
     # Room.host must always name a current host while anyone is left in the room.
     row = await tx.one(HOSTS_AND_HEIR, roomId=room_id)
     if row is None:
-        return
+        return []
     if row["hosts"]:
         if row["hostId"] not in row["hosts"]:
             await tx.rows(SET_HOST_ID, roomId=room_id, userId=row["hosts"][0])
+            return [await append_event(tx, room_id, EventType.ROOM_UPDATED)]
     elif row["heir"]:
         await tx.rows(SET_HOST, roomId=room_id, userId=row["heir"])
+        return [await append_event(tx, room_id, EventType.PARTICIPANT_ROLE_CHANGED,
+                                   user_id=row["heir"]),
+                await append_event(tx, room_id, EventType.ROOM_UPDATED)]
+    return []
 
 
 async def set_role(db: GraphDB, room_id: str, user_id: str,
-                   role: ParticipantRole) -> ParticipantRecord | None:
-    async def work(tx: Tx) -> ParticipantRecord | None:
+                   role: ParticipantRole) -> Written[ParticipantRecord | None]:
+    async def work(tx: Tx) -> Written[ParticipantRecord | None]:
         if await lock_room(tx, room_id) is None:
-            return None
+            return None, []
         row = await tx.one(SET_ROLE, roomId=room_id, userId=user_id, role=role.value)
         if row is None:
-            return None
+            return None, []
+        events = [await append_event(tx, room_id, EventType.PARTICIPANT_ROLE_CHANGED,
+                                     user_id=user_id)]
         if role is not ParticipantRole.HOST:
-            await _hand_over(tx, room_id)
-        return ParticipantRecord.from_row(row["p"])
+            events += await _hand_over(tx, room_id)
+        return ParticipantRecord.from_row(row["p"]), events
 
     return await db.write(work, serialize_on=room_id)
 
 
-async def invite(db: GraphDB, room_id: str, user_ids: list[str]) -> JoinOutcome:
+async def invite(db: GraphDB, room_id: str, user_ids: list[str]) -> Written[JoinOutcome]:
     """Adds invitees as members (all or none) and remembers the invitation, so an invitee
     who leaves may come back; FULL when they would not all fit."""
 
-    async def work(tx: Tx) -> JoinOutcome:
+    async def work(tx: Tx) -> Written[JoinOutcome]:
         locked = await lock_room(tx, room_id)
         if locked is None:
-            return JoinOutcome.GONE
+            return JoinOutcome.GONE, []
         current = await tx.rows(BY_KEYS, keys=[[room_id, uid] for uid in user_ids])
         new_ids = [uid for uid, row in zip(user_ids, current, strict=True) if not row["p"]]
         if locked[1] + len(new_ids) > locked[0]:
-            return JoinOutcome.FULL
+            return JoinOutcome.FULL, []
+        events = []
         for uid in user_ids:
             await add_locked(tx, room_id, uid, ParticipantRole.MEMBER, invited=True)
-        return JoinOutcome.JOINED
+            if uid in new_ids:
+                events.append(await append_event(tx, room_id, EventType.PARTICIPANT_JOINED,
+                                                 user_id=uid))
+        return JoinOutcome.JOINED, events
 
     return await db.write(work, serialize_on=room_id)

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from graph_db.driver import GraphDB, Tx
+from graph_db.events import EventType, append_event
 from graph_db.models import ParticipantRole, RoomRecord, RoomType, RoomVisibility, now_ms
-from graph_db.participants import lock_room
+from graph_db.participants import Written, lock_room
 
 CREATE = """
 MATCH (host:User {id: $hostId})
@@ -121,22 +122,30 @@ async def count_rooms(db: GraphDB, filt: RoomFilterArgs) -> int:
 
 
 async def update_room(db: GraphDB, room_id: str,
-                      changes: dict[str, Any]) -> RoomRecord | int | None:
+                      changes: dict[str, Any]) -> Written[RoomRecord | int | None]:
     """The updated room; None when gone; the participant count when a new
     maxParticipants would be below it."""
 
-    async def work(tx: Tx) -> RoomRecord | int | None:
+    async def work(tx: Tx) -> Written[RoomRecord | int | None]:
         locked = await lock_room(tx, room_id)
         if locked is None:
-            return None
+            return None, []
         if changes.get("maxParticipants", locked[1]) < locked[1]:
-            return locked[1]
+            return locked[1], []
         row = await tx.one(UPDATE, id=room_id, changes=changes, now=now_ms())
-        return RoomRecord.from_row(row["r"]) if row else None
+        if row is None:
+            return None, []
+        event = await append_event(tx, room_id, EventType.ROOM_UPDATED)
+        return RoomRecord.from_row(row["r"]), [event]
 
     return await db.write(work, serialize_on=room_id)
 
 
-async def soft_delete_room(db: GraphDB, room_id: str, by: str) -> bool:
-    rows = await db.write_rows(SOFT_DELETE, id=room_id, now=now_ms(), by=by)
-    return bool(rows)
+async def soft_delete_room(db: GraphDB, room_id: str, by: str) -> Written[bool]:
+    async def work(tx: Tx) -> Written[bool]:
+        if await lock_room(tx, room_id) is None:
+            return False, []
+        await tx.rows(SOFT_DELETE, id=room_id, now=now_ms(), by=by)
+        return True, [await append_event(tx, room_id, EventType.ROOM_CLOSED, user_id=by)]
+
+    return await db.write(work, serialize_on=room_id)

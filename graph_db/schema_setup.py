@@ -11,6 +11,12 @@ STATEMENTS = (
     "CREATE INDEX room_created IF NOT EXISTS FOR (r:Room) ON (r.createdAt)",
     "CREATE INDEX user_name IF NOT EXISTS FOR (u:User) ON (u.displayName)",
     "CREATE INDEX join_request_room IF NOT EXISTS FOR (j:JoinRequest) ON (j.roomId)",
+    "CREATE CONSTRAINT message_id IF NOT EXISTS FOR (m:Message) REQUIRE m.id IS UNIQUE",
+    "CREATE CONSTRAINT message_client_key IF NOT EXISTS FOR (m:Message) "
+    "REQUIRE m.clientKey IS UNIQUE",
+    "CREATE INDEX message_room_seq IF NOT EXISTS FOR (m:Message) ON (m.roomId, m.seq)",
+    "CREATE INDEX message_root IF NOT EXISTS FOR (m:Message) ON (m.rootId)",
+    "CREATE INDEX event_room_seq IF NOT EXISTS FOR (e:Event) ON (e.roomId, e.seq)",
 )
 
 

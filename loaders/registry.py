@@ -7,9 +7,11 @@ from typing import TypeVar
 
 from strawberry.dataloader import DataLoader
 
-from graph_db import join_requests, participants, rooms, users
+from graph_db import join_requests, messages, participants, rooms, users
 from graph_db.driver import GraphDB
+from graph_db.messages import MessageRecord, ReactionRecord
 from graph_db.models import JoinRequestRecord, ParticipantRecord, RoomRecord, UserRecord
+from realtime.presence import Presence
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -26,7 +28,8 @@ def _loader(db: GraphDB, fetch: Callable[[GraphDB, list[K]], Awaitable[Sequence[
 class Loaders:
     """Created per operation by the context; attribute names say what each key is."""
 
-    def __init__(self, db: GraphDB, viewer_id: str | None) -> None:
+    def __init__(self, db: GraphDB, viewer_id: str | None,
+                 presence: Presence | None = None) -> None:
         self.user: DataLoader[str, UserRecord | None] = _loader(db, users.users_by_ids)
         self.room: DataLoader[str, RoomRecord | None] = _loader(db, rooms.rooms_by_ids)
         self.join_request: DataLoader[str, JoinRequestRecord | None] = _loader(
@@ -40,6 +43,22 @@ class Loaders:
         self.invited: DataLoader[tuple[str, str], bool] = _loader(db, participants.invitations)
         self.shares_room: DataLoader[str, bool] = _loader(
             db, lambda d, ids: users.shares_room_with(d, viewer_id or "", ids))
+        self.message: DataLoader[str, MessageRecord | None] = _loader(
+            db, messages.messages_by_ids)
+        # Keyed by message id.
+        self.reactions: DataLoader[str, list[ReactionRecord]] = _loader(
+            db, messages.reactions_by_messages)
+        self.reply_count: DataLoader[str, int] = _loader(db, messages.reply_counts)
+        # Keyed by (room id, user id).
+        self.unread_count: DataLoader[tuple[str, str], int] = _loader(
+            db, messages.unread_counts)
+
+        if presence is not None:
+            # Keyed by user id (online anywhere) and by (room id, user id).
+            self.online_user: DataLoader[str, bool] = DataLoader(
+                load_fn=lambda ids: presence.online_users(list(ids)))
+            self.online_in_room: DataLoader[tuple[str, str], bool] = DataLoader(
+                load_fn=lambda keys: presence.online(list(keys)))
 
     def clear_all(self) -> None:
         """After a write: later reads in the same operation must not see cached state."""

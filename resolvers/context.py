@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import uuid
 from collections import OrderedDict
@@ -14,8 +15,10 @@ from starlette.websockets import WebSocket
 from auth import AuthError, Claims, TokenVerifier
 from graph_db import users
 from graph_db.driver import GraphDB
+from graph_db.events import EventRecord
 from graph_db.models import Role, UserRecord
 from loaders import Loaders
+from realtime.hub import Hub
 from resolvers.errors import Unauthenticated
 from settings import Settings
 
@@ -45,6 +48,9 @@ class Services:
     settings: Settings
     db: GraphDB
     verifier: TokenVerifier
+    hub: Hub
+    # Last typing announcement per (room, user): refreshes within a second are dropped.
+    typing_sent: dict[tuple[str, str], float] = field(default_factory=dict)
     # Users whose current claims this process already wrote: skips a write per request.
     _known: OrderedDict[str, UserRecord] = field(default_factory=OrderedDict)
 
@@ -74,6 +80,8 @@ class Context:
     auth: Viewer | AuthError | None = None
     # Set by strawberry from the WebSocket connection_init payload.
     connection_params: dict[str, Any] | None = None
+    # Closes a WebSocket when its token expires (cancelled when the socket goes).
+    expiry_timer: asyncio.TimerHandle | None = None
 
     @property
     def db(self) -> GraphDB:
@@ -101,8 +109,15 @@ class Context:
             _operation_loaders.set(loaders)
         return loaders
 
+    async def announce(self, events: list[EventRecord]) -> None:
+        """After a committed write: publish its events; later reads see fresh state."""
+        for event in events:
+            await self.services.hub.publish(event)
+        self.loaders.clear_all()
+
     def new_loaders(self) -> Loaders:
-        return Loaders(self.services.db, self.auth.id if isinstance(self.auth, Viewer) else None)
+        return Loaders(self.services.db, self.auth.id if isinstance(self.auth, Viewer) else None,
+                       self.services.hub.presence)
 
     def start_operation(self) -> contextvars.Token[Loaders | None]:
         # Set in the operation's own task, before graphql-core fans out into child tasks

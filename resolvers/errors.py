@@ -40,3 +40,9 @@ class BadInput(ServiceError):
 
 class Conflict(ServiceError):
     code = "CONFLICT"
+
+
+class ResyncRequired(ServiceError):
+    """A stream cursor older than the event log keeps: refetch, then subscribe afresh."""
+
+    code = "RESYNC_REQUIRED"

@@ -55,13 +55,14 @@ async def join_room(ctx: Context, room_id: str, message: str | None) -> JoinResu
     if policy.join_mode(viewer.role, room, invited) is policy.JoinMode.REQUEST:
         if await ctx.loaders.membership.load((room_id, viewer.id)):
             return JoinResult(True, room, None)
-        request = await join_requests.request_to_join(
+        request, events = await join_requests.request_to_join(
             ctx.db, request_id=str(uuid.uuid4()), room_id=room_id, user_id=viewer.id,
             message=note)
+        await ctx.announce(events)
         return JoinResult(False, room, request)
-    outcome = await participants.join(ctx.db, room_id, viewer.id)
+    outcome, events = await participants.join(ctx.db, room_id, viewer.id)
+    await ctx.announce(events)
     _raise_for(outcome)
-    ctx.loaders.clear_all()
     return JoinResult(True, room, None)
 
 
@@ -76,8 +77,8 @@ async def leave_room(ctx: Context, room_id: str) -> RoomRecord:
     found = await access_room(ctx, room_id)
     if found.member is None:
         raise Conflict("you are not a participant of this room")
-    await participants.leave(ctx.db, room_id, found.viewer.id, revoke_invite=False)
-    ctx.loaders.clear_all()
+    _, events = await participants.leave(ctx.db, room_id, found.viewer.id, revoke_invite=False)
+    await ctx.announce(events)
     return found.room
 
 
@@ -89,8 +90,9 @@ async def invite(ctx: Context, room_id: str, user_ids: list[str]) -> RoomRecord:
     for user in await ctx.loaders.user.load_many(ids):
         if user is None or not await can_see_user(ctx, user):
             raise BadInput("userIds", "unknown user")
-    _raise_for(await participants.invite(ctx.db, room_id, ids))
-    ctx.loaders.clear_all()
+    outcome, events = await participants.invite(ctx.db, room_id, ids)
+    await ctx.announce(events)
+    _raise_for(outcome)
     return found.room
 
 
@@ -102,13 +104,15 @@ async def _target(ctx: Context, room_id: str, user_id: str) -> ParticipantRecord
 
 
 async def remove_participant(ctx: Context, room_id: str, user_id: str) -> RoomRecord:
-    found = await access_room(ctx, room_id)
+    # Managers first: otherwise FORBIDDEN vs "participant not found" would tell anyone who
+    # can see a PUBLIC room who is in it, which Room.participants hides from them.
+    found = await access_room_for(ctx, room_id, policy.can_manage, "remove participants from")
     target = await _target(ctx, room_id, user_id)
     if not policy.can_remove(found.viewer.role, found.member, target):
         raise Forbidden("you may not remove this participant")
     # Removal also withdraws the invitation; otherwise the user could walk straight back in.
-    await participants.leave(ctx.db, room_id, user_id, revoke_invite=True)
-    ctx.loaders.clear_all()
+    _, events = await participants.leave(ctx.db, room_id, user_id, revoke_invite=True)
+    await ctx.announce(events)
     return found.room
 
 
@@ -116,18 +120,19 @@ async def set_participant_role(ctx: Context, room_id: str, user_id: str,
                                role: ParticipantRole) -> ParticipantRecord:
     await access_room_for(ctx, room_id, policy.can_assign_roles, "assign roles in")
     await _target(ctx, room_id, user_id)
-    updated = await participants.set_role(ctx.db, room_id, user_id, role)
+    updated, events = await participants.set_role(ctx.db, room_id, user_id, role)
+    await ctx.announce(events)
     if updated is None:
         raise NotFound("participant")
-    ctx.loaders.clear_all()
     return updated
 
 
 async def decide_join_request(ctx: Context, request_id: str,
                               approve: bool) -> JoinRequestRecord:
     request, found = await access_join_request(ctx, request_id)
-    outcome, decided = await join_requests.decide(ctx.db, request, approve=approve,
-                                                  decided_by=found.viewer.id)
+    (outcome, decided), events = await join_requests.decide(
+        ctx.db, request, approve=approve, decided_by=found.viewer.id)
+    await ctx.announce(events)
     if outcome is join_requests.DecideOutcome.FULL:
         raise Conflict("the room is full")
     if decided is None:

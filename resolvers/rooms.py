@@ -123,7 +123,8 @@ async def update_room(ctx: Context, room_id: str, changes: dict[str, Any]) -> Ro
         values["maxParticipants"] = validation.int_range(
             "input.maxParticipants", changes["max_participants"], 2,
             ctx.settings.room_max_participants)
-    outcome = await rooms.update_room(ctx.db, room_id, values)
+    outcome, events = await rooms.update_room(ctx.db, room_id, values)
+    await ctx.announce(events)
     if isinstance(outcome, int):
         raise BadInput("input.maxParticipants",
                        f"below the current participant count ({outcome})")
@@ -132,6 +133,6 @@ async def update_room(ctx: Context, room_id: str, changes: dict[str, Any]) -> Ro
 
 async def delete_room(ctx: Context, room_id: str) -> str:
     found = await access_room_for(ctx, room_id, policy.can_delete, "delete")
-    await rooms.soft_delete_room(ctx.db, room_id, found.viewer.id)
-    ctx.loaders.clear_all()
+    _, events = await rooms.soft_delete_room(ctx.db, room_id, found.viewer.id)
+    await ctx.announce(events)
     return room_id

@@ -1,4 +1,7 @@
-"""The Strawberry schema: types in this package, behaviour in resolvers/."""
+"""The Strawberry schema: types in this package, behaviour in resolvers/.
+
+Each domain module contributes its own Query/Mutation/Subscription classes; they are merged
+here into the root types."""
 
 from __future__ import annotations
 
@@ -6,15 +9,26 @@ from collections.abc import Callable, Sequence
 
 import strawberry
 from strawberry.extensions import SchemaExtension
+from strawberry.tools import merge_types
 
-from schema.root import Mutation, Query
+from schema.events import EVENT_TYPES, RoomEventsSubscription, TypingMutation
+from schema.messages import MessageMutation, MessageQuery
+from schema.room_ops import RoomMutation, RoomQuery
+
+QUERIES: tuple[type, ...] = (RoomQuery, MessageQuery)
+MUTATIONS: tuple[type, ...] = (RoomMutation, MessageMutation, TypingMutation)
+SUBSCRIPTIONS: tuple[type, ...] = (RoomEventsSubscription,)
+
+Query = merge_types("Query", QUERIES)
+Mutation = merge_types("Mutation", MUTATIONS)
+Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 
 
 def build_schema(extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
                  ) -> strawberry.federation.Schema:
     return strawberry.federation.Schema(
-        query=Query, mutation=Mutation, extensions=list(extensions),
-        federation_version="2.7",
+        query=Query, mutation=Mutation, subscription=Subscription, types=EVENT_TYPES,
+        extensions=list(extensions), federation_version="2.7",
     )
 
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Self
+from typing import TYPE_CHECKING, Annotated, Self
 
 import strawberry
 from strawberry.types import Info
 
 from graph_db.models import JoinRequestRecord, ParticipantRecord, RoomRecord
-from resolvers import membership, room_fields
+from resolvers import membership, message_fields, room_fields
 from resolvers import rooms as resolve
 from resolvers.context import Context
 from schema.common import PageInfo
 from schema.enums import JoinRequestStatus, JoinStatus, ParticipantRole, RoomType, RoomVisibility
 from schema.users import User
+
+if TYPE_CHECKING:
+    from schema.messages import MessageConnection
 
 Ctx = Info[Context, None]
 
@@ -24,10 +27,16 @@ class Participant:
     role: ParticipantRole
     joined_at: datetime
     _user_id: strawberry.Private[str]
+    _room_id: strawberry.Private[str]
 
     @classmethod
     def of(cls, record: ParticipantRecord) -> Self:
-        return cls(role=record.role, joined_at=record.joined_at, _user_id=record.user_id)
+        return cls(role=record.role, joined_at=record.joined_at, _user_id=record.user_id,
+                   _room_id=record.room_id)
+
+    @strawberry.field(description="A socket of this user follows this room's events now.")
+    async def online(self, info: Ctx) -> bool:
+        return await info.context.loaders.online_in_room.load((self._room_id, self._user_id))
 
     @strawberry.field
     async def user(self, info: Ctx) -> User:
@@ -75,6 +84,18 @@ class Room:
     async def my_membership(self, info: Ctx) -> Participant | None:
         found = await room_fields.my_membership(info.context, self._record)
         return Participant.of(found) if found else None
+
+    @strawberry.field(description="Newest last; page backwards with last/before.")
+    async def messages(self, info: Ctx, last: int | None = 50, before: str | None = None,
+                       ) -> Annotated[MessageConnection, strawberry.lazy("schema.messages")]:
+        from schema.messages import MessageConnection  # schema.messages imports Room
+
+        page = await message_fields.room_messages(info.context, self._record, last, before)
+        return MessageConnection.of(page)
+
+    @strawberry.field
+    async def unread_count(self, info: Ctx) -> int:
+        return await message_fields.unread_count(info.context, self._record)
 
     @strawberry.field(description="Hosts and moderators only.")
     async def join_requests(self, info: Ctx, status: JoinRequestStatus | None =

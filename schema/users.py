@@ -25,6 +25,10 @@ class User:
         return cls(id=strawberry.ID(record.id), display_name=record.display_name,
                    role=record.role)
 
+    @strawberry.field(description="Connected to any room right now.")
+    async def online(self, info: Info[Context, None]) -> bool:
+        return await info.context.loaders.online_user.load(str(self.id))
+
     @classmethod
     async def resolve_reference(cls, info: Info[Context, None], id: strawberry.ID
                                 ) -> Self | None:

@@ -15,6 +15,7 @@ from typing import Any
 import neo4j
 import pytest
 
+from graph_db import embedded
 from graph_db.embedded import (
     LOCK_FILE,
     LOG_FILE,
@@ -22,6 +23,9 @@ from graph_db.embedded import (
     EmbeddedGraphServer,
     find_free_port,
 )
+
+# /proc, flock and PR_SET_PDEATHSIG are what is under test.
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +138,23 @@ async def test_a_jvm_that_cannot_start_is_reported_with_its_log(tmp_path: Path) 
     assert lock_is_free(tmp_path)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+@pytest.mark.asyncio
+async def test_a_start_failure_inside_a_live_jvm_fails_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bound (not listening) socket: the JVM cannot bind Bolt, and connects are refused.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        ports = iter([taken.getsockname()[1], find_free_port()])
+        monkeypatch.setattr(embedded, "find_free_port", lambda host: next(ports))
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="failed to start") as failure:
+            await EmbeddedGraphServer(tmp_path, heap="256m").start()
+    assert time.monotonic() - started < 20
+    assert "Unable to listen for BOLT connections" in str(failure.value)
+    assert java_pids(tmp_path) == []
+
+
 @pytest.mark.asyncio
 async def test_jvm_dies_when_its_parent_is_sigkilled(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}

@@ -3,9 +3,10 @@ per connection (`connection_init` payload)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -16,14 +17,20 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from auth import AuthError, parse_bearer
+from realtime.tasks import spawn
 from resolvers.context import Context, Services
+from transport.documents import DocumentCache
+from transport.ws import TransportWSHandler
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+
     def __init__(self, schema: Any, *, ide: bool, allowed_origins: list[str]) -> None:
+        self.documents = DocumentCache(schema._schema)
         super().__init__(
             schema, graphql_ide="graphiql" if ide else None, allow_queries_via_get=False,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
@@ -66,4 +73,24 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if isinstance(context.auth, AuthError):
             log.info("websocket rejected: %s", context.auth)
             raise ConnectionRejectionError
+        self._close_at_expiry(context)
         return None
+
+    @staticmethod
+    def _close_at_expiry(context: Context) -> None:
+        """A socket lives no longer than its token: closed with 4403 when it expires."""
+        websocket = context.request
+        assert isinstance(websocket, WebSocket)
+        delay = (context.viewer.claims.expires_at - datetime.now(UTC)).total_seconds()
+
+        def expire() -> None:
+            spawn(_close(websocket, 4403, "token expired"))
+
+        context.expiry_timer = asyncio.get_running_loop().call_later(max(delay, 0), expire)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    try:
+        await websocket.close(code=code, reason=reason)
+    except Exception:  # already gone
+        log.debug("close of a finished socket", exc_info=True)

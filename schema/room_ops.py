@@ -1,4 +1,4 @@
-"""Query and Mutation: each field parses its arguments and hands over to resolvers/."""
+"""Room and user operations: each field parses its arguments and hands over to resolvers/."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ Ctx = Info[Context, None]
 
 
 @strawberry.type
-class Query:
+class RoomQuery:
     @strawberry.field
     async def me(self, info: Ctx) -> User:
         return User.of(await users.me(info.context))
@@ -49,7 +49,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class RoomMutation:
     @strawberry.mutation
     async def create_room(self, info: Ctx, input: CreateRoomInput) -> Room:
         return Room.of(await rooms.create_room(

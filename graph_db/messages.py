@@ -1,0 +1,354 @@
+"""Message nodes: posted, edited and soft-deleted in a room, threaded, reacted to, and read.
+
+(:User)-[:POSTED]->(:Message)-[:IN]->(:Room), (:Message)-[:REPLY_TO]->(:Message thread root),
+(:User)-[:REACTED {emoji, at}]->(:Message). Every change appends its room event in the same
+transaction, so a message's `seq` is the seq of its MessagePosted event.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from neo4j.exceptions import ConstraintError
+
+from graph_db.driver import GraphDB, Tx
+from graph_db.events import EventRecord, EventType, append_event
+from graph_db.models import _at, from_ms, now_ms
+
+# A deleted message keeps its content in storage (moderation, audit) but it never leaves the
+# database: the projection blanks everything a reader could recover it from.
+_FIELDS = """{id: m.id, roomId: m.roomId, authorId: m.authorId, createdAt: m.createdAt,
+  editedAt: m.editedAt, deleted: m.deleted, seq: m.seq, parentId: m.parentId, rootId: m.rootId,
+  content: CASE WHEN m.deleted THEN '' ELSE m.content END,
+  mentionIds: CASE WHEN m.deleted THEN [] ELSE m.mentionIds END,
+  editContents: CASE WHEN m.deleted THEN [] ELSE m.editContents END,
+  editTimes: CASE WHEN m.deleted THEN [] ELSE m.editTimes END}"""
+
+BY_IDS = f"""
+UNWIND $ids AS id
+OPTIONAL MATCH (m:Message {{id: id}})
+RETURN CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS m
+"""
+
+BY_ID = f"MATCH (m:Message {{id: $id}}) RETURN {_FIELDS} AS m"
+
+BY_CLIENT_KEY = f"MATCH (m:Message {{clientKey: $key}}) RETURN {_FIELDS} AS m"
+
+# Mentions name users who are participants at send time; anyone else is dropped here, in the
+# same transaction that checks membership.
+_MENTIONED = "[x IN $mentionIds WHERE EXISTS { (:User {id: x})-[:MEMBER_OF]->(r) }]"
+
+CREATE = f"""
+MATCH (r:Room {{id: $roomId}}), (u:User {{id: $authorId}})
+CREATE (m:Message {{id: $id, roomId: $roomId, authorId: $authorId, content: $content,
+                    createdAt: $now, deleted: false, seq: $seq, parentId: $parentId,
+                    rootId: $rootId, clientKey: $clientKey, mentionIds: {_MENTIONED},
+                    editContents: [], editTimes: []}})
+CREATE (u)-[:POSTED]->(m)-[:IN]->(r)
+RETURN {_FIELDS} AS m
+"""
+
+LINK_ROOT = """
+MATCH (m:Message {id: $id}), (root:Message {id: $rootId})
+CREATE (m)-[:REPLY_TO]->(root)
+"""
+
+# Each edit keeps the version it replaces with the time that version was written.
+EDIT = f"""
+MATCH (m:Message {{id: $id}})-[:IN]->(r:Room)
+WHERE NOT m.deleted AND m.content <> $content
+SET m.editContents = coalesce(m.editContents, []) + [m.content],
+    m.editTimes = coalesce(m.editTimes, []) + [coalesce(m.editedAt, m.createdAt)],
+    m.content = $content, m.editedAt = $now, m.mentionIds = {_MENTIONED}
+RETURN {_FIELDS} AS m
+"""
+
+SOFT_DELETE = f"""
+MATCH (m:Message {{id: $id}}) WHERE NOT m.deleted
+SET m.deleted = true, m.deletedAt = $now, m.deletedBy = $userId
+RETURN {_FIELDS} AS m
+"""
+
+ADD_REACTION = f"""
+MATCH (u:User {{id: $userId}}), (m:Message {{id: $id}}) WHERE NOT m.deleted
+OPTIONAL MATCH (u)-[x:REACTED {{emoji: $emoji}}]->(m)
+WITH u, m, x WHERE x IS NULL
+CREATE (u)-[:REACTED {{emoji: $emoji, at: $now}}]->(m)
+RETURN {_FIELDS} AS m
+"""
+
+REMOVE_REACTION = f"""
+MATCH (:User {{id: $userId}})-[x:REACTED {{emoji: $emoji}}]->(m:Message {{id: $id}})
+WHERE NOT m.deleted
+DELETE x
+RETURN {_FIELDS} AS m
+"""
+
+REACTIONS = """
+UNWIND $ids AS id
+OPTIONAL MATCH (u:User)-[x:REACTED]->(:Message {id: id})
+WITH id, u, x ORDER BY x.at, u.id
+RETURN id, collect(CASE WHEN x IS NULL THEN NULL
+                        ELSE {userId: u.id, emoji: x.emoji, at: x.at} END) AS rs
+"""
+
+# Deleted replies still count: the thread keeps them (shown as deleted).
+REPLY_COUNTS = """
+UNWIND $ids AS id
+RETURN id, COUNT { (m:Message {rootId: id}) } AS n
+"""
+
+ROOM_PAGE = f"""
+MATCH (m:Message {{roomId: $roomId}})
+WHERE m.rootId IS NULL AND ($before IS NULL OR m.seq < $before)
+WITH m ORDER BY m.seq DESC LIMIT $limit
+RETURN {_FIELDS} AS m
+"""
+
+REPLIES_PAGE = f"""
+MATCH (m:Message {{rootId: $rootId}})
+WHERE $after IS NULL OR m.seq > $after
+WITH m ORDER BY m.seq LIMIT $limit
+RETURN {_FIELDS} AS m
+"""
+
+# The read mark only moves forward and never past what the room has produced.
+MARK_READ = """
+MATCH (:User {id: $userId})-[mem:MEMBER_OF]->(r:Room {id: $roomId})
+WITH mem, CASE WHEN $upTo < coalesce(r.seq, 0) THEN $upTo ELSE coalesce(r.seq, 0) END AS target
+SET mem.lastReadSeq = CASE WHEN coalesce(mem.lastReadSeq, 0) > target
+                           THEN mem.lastReadSeq ELSE target END
+RETURN mem.lastReadSeq AS seq
+"""
+
+UNREAD = """
+UNWIND $keys AS key
+OPTIONAL MATCH (:User {id: key[1]})-[mem:MEMBER_OF]->(:Room {id: key[0]})
+RETURN key, CASE WHEN mem IS NULL THEN 0 ELSE COUNT {
+  MATCH (m:Message {roomId: key[0]})
+  WHERE m.seq > coalesce(mem.lastReadSeq, 0) AND NOT m.deleted AND m.authorId <> key[1]
+} END AS n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEditRecord:
+    """A replaced version of a message and when that version was written."""
+
+    content: str
+    edited_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    id: str
+    room_id: str
+    author_id: str
+    content: str
+    created_at: datetime
+    edited_at: datetime | None
+    deleted: bool
+    seq: int
+    parent_id: str | None
+    root_id: str | None
+    mention_ids: tuple[str, ...]
+    edits: tuple[MessageEditRecord, ...]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> MessageRecord:
+        deleted = bool(row["deleted"])
+        edits = zip(row.get("editContents") or [], row.get("editTimes") or [], strict=True)
+        return cls(
+            id=row["id"], room_id=row["roomId"], author_id=row["authorId"],
+            content="" if deleted else row["content"], created_at=_at(row["createdAt"]),
+            edited_at=from_ms(row.get("editedAt")), deleted=deleted, seq=int(row["seq"]),
+            parent_id=row.get("parentId"), root_id=row.get("rootId"),
+            mention_ids=() if deleted else tuple(row.get("mentionIds") or ()),
+            edits=() if deleted else tuple(MessageEditRecord(c, _at(t)) for c, t in edits),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionRecord:
+    user_id: str
+    emoji: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    id: str
+    room_id: str
+    author_id: str
+    content: str
+    parent_id: str | None
+    root_id: str | None
+    client_message_id: str | None
+    mention_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The message, and its MessagePosted event unless it already existed (idempotent)."""
+
+    message: MessageRecord
+    event: EventRecord | None
+
+
+class Outcome(enum.Enum):
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"  # nothing to do (same content, reaction already there or gone)
+    DELETED = "deleted"  # the message is deleted: it no longer changes
+    MISSING = "missing"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    outcome: Outcome
+    message: MessageRecord | None
+    event: EventRecord | None = None
+
+
+def client_key(room_id: str, author_id: str, client_message_id: str | None,
+               message_id: str) -> str:
+    """roomId|authorId|clientMessageId, escaped so that ids containing `|` cannot make two
+    senders' keys collide; "id:<message id>" when the client sent no id (the uniqueness
+    constraint needs a value on every message)."""
+    if client_message_id is None:
+        return f"id:{message_id}"
+    parts = (room_id, author_id, client_message_id)
+    return "|".join(p.replace("\\", "\\\\").replace("|", "\\|") for p in parts)
+
+
+def _message(row: dict[str, Any] | None) -> MessageRecord | None:
+    return MessageRecord.from_row(row["m"]) if row and row["m"] else None
+
+
+async def send_message(db: GraphDB, new: NewMessage) -> Sent:
+    """Posts a message once per client key: a resend returns the original and appends no
+    event, also when the resend races the original in another process."""
+    key = client_key(new.room_id, new.author_id, new.client_message_id, new.id)
+
+    async def work(tx: Tx) -> Sent:
+        existing = _message(await tx.one(BY_CLIENT_KEY, key=key))
+        if existing is not None:
+            return Sent(existing, None)
+        event = await append_event(tx, new.room_id, EventType.MESSAGE_POSTED,
+                                   message_id=new.id, user_id=new.author_id)
+        created = _message(await tx.one(
+            CREATE, id=new.id, roomId=new.room_id, authorId=new.author_id,
+            content=new.content, now=event.at_ms, seq=event.seq, parentId=new.parent_id,
+            rootId=new.root_id, clientKey=key, mentionIds=new.mention_ids))
+        assert created is not None, "the room and its author exist"
+        if new.root_id is not None:
+            await tx.rows(LINK_ROOT, id=new.id, rootId=new.root_id)
+        return Sent(created, event)
+
+    try:
+        return await db.write(work, serialize_on=new.room_id)
+    except ConstraintError:
+        # Another process committed the same client key first; the in-process lock cannot
+        # see it. Its message is the answer, and our event was rolled back with our write.
+        winner = _message(await db.read(lambda tx: tx.one(BY_CLIENT_KEY, key=key)))
+        if winner is None:
+            raise
+        return Sent(winner, None)
+
+
+async def _change(db: GraphDB, room_id: str, message_id: str, event_type: EventType,
+                  query: str, **params: Any) -> Change:
+    """Runs one conditional change; when it matched, appends the event in the same
+    transaction, otherwise says why nothing changed."""
+    now = now_ms()
+
+    async def work(tx: Tx) -> Change:
+        changed = _message(await tx.one(query, id=message_id, now=now, **params))
+        if changed is None:
+            current = _message(await tx.one(BY_ID, id=message_id))
+            if current is None:
+                return Change(Outcome.MISSING, None)
+            return Change(Outcome.DELETED if current.deleted else Outcome.UNCHANGED, current)
+        event = await append_event(tx, room_id, event_type, message_id=message_id,
+                                   user_id=params.get("userId"), at_ms=now)
+        return Change(Outcome.CHANGED, changed, event)
+
+    return await db.write(work, serialize_on=room_id)
+
+
+async def edit_message(db: GraphDB, message: MessageRecord, content: str,
+                       mention_ids: list[str]) -> Change:
+    """New content (UNCHANGED when identical); the replaced version joins the history and
+    mentions are resolved again against the current participants."""
+    return await _change(db, message.room_id, message.id, EventType.MESSAGE_EDITED, EDIT,
+                         content=content, mentionIds=mention_ids, userId=message.author_id)
+
+
+async def delete_message(db: GraphDB, message: MessageRecord, by: str) -> Change:
+    """Soft delete: the node, its thread and reactions stay; DELETED when it already was."""
+    return await _change(db, message.room_id, message.id, EventType.MESSAGE_DELETED,
+                         SOFT_DELETE, userId=by)
+
+
+async def add_reaction(db: GraphDB, message: MessageRecord, user_id: str, emoji: str) -> Change:
+    return await _change(db, message.room_id, message.id, EventType.REACTIONS_CHANGED,
+                         ADD_REACTION, userId=user_id, emoji=emoji)
+
+
+async def remove_reaction(db: GraphDB, message: MessageRecord, user_id: str,
+                          emoji: str) -> Change:
+    return await _change(db, message.room_id, message.id, EventType.REACTIONS_CHANGED,
+                         REMOVE_REACTION, userId=user_id, emoji=emoji)
+
+
+async def messages_by_ids(db: GraphDB, ids: list[str]) -> list[MessageRecord | None]:
+    rows = await db.read_rows(BY_IDS, ids=ids)
+    return [_message(r) for r in rows]
+
+
+async def reactions_by_messages(db: GraphDB, ids: list[str]) -> list[list[ReactionRecord]]:
+    rows = await db.read_rows(REACTIONS, ids=ids)
+    # Aggregation does not promise the UNWIND order: match rows back to keys by id.
+    by_id = {r["id"]: [ReactionRecord(x["userId"], x["emoji"], int(x["at"]))
+                       for x in r["rs"] if x] for r in rows}
+    return [by_id.get(i, []) for i in ids]
+
+
+async def reply_counts(db: GraphDB, root_ids: list[str]) -> list[int]:
+    rows = await db.read_rows(REPLY_COUNTS, ids=root_ids)
+    by_id = {r["id"]: int(r["n"]) for r in rows}
+    return [by_id.get(i, 0) for i in root_ids]
+
+
+async def room_page(db: GraphDB, room_id: str, *, before_seq: int | None,
+                    limit: int) -> list[MessageRecord]:
+    """Up to `limit` top-level messages before `before_seq`, newest last."""
+    rows = await db.read_rows(ROOM_PAGE, roomId=room_id, before=before_seq, limit=limit)
+    return [MessageRecord.from_row(r["m"]) for r in reversed(rows)]
+
+
+async def replies_page(db: GraphDB, root_id: str, *, after_seq: int | None,
+                       limit: int) -> list[MessageRecord]:
+    """Up to `limit` replies of a thread after `after_seq`, oldest first."""
+    rows = await db.read_rows(REPLIES_PAGE, rootId=root_id, after=after_seq, limit=limit)
+    return [MessageRecord.from_row(r["m"]) for r in rows]
+
+
+async def mark_read(db: GraphDB, room_id: str, user_id: str, up_to_seq: int) -> int | None:
+    """The member's read mark after moving it to `up_to_seq` (clamped to the room's seq,
+    never backwards); None when the user is not a member."""
+
+    async def work(tx: Tx) -> int | None:
+        row = await tx.one(MARK_READ, roomId=room_id, userId=user_id, upTo=up_to_seq)
+        return int(row["seq"]) if row else None
+
+    return await db.write(work, serialize_on=room_id)
+
+
+async def unread_counts(db: GraphDB, keys: list[tuple[str, str]]) -> list[int]:
+    """Per (room id, user id): messages and replies after the user's read mark, not deleted
+    and not their own; 0 for non-members."""
+    rows = await db.read_rows(UNREAD, keys=[list(k) for k in keys])
+    return [int(r["n"]) for r in rows]

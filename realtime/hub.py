@@ -1,0 +1,141 @@
+"""The process's hub: publishes room events, and runs one ordered stream per room that has
+subscribers in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from graph_db.driver import GraphDB
+from graph_db.events import EventRecord, EventType
+from graph_db.models import now_ms
+from realtime.envelope import Envelope, channel_for
+from realtime.presence import MemoryPresence, Presence, PresenceStore
+from realtime.pubsub import PubSub
+from realtime.stream import Renderer, RoomStream
+from realtime.subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    def __init__(self, pubsub: PubSub, db: GraphDB, *,
+                 presence_store: PresenceStore | None = None, presence_grace: float = 3.0,
+                 heartbeat_interval: float = 30.0) -> None:
+        self.pubsub = pubsub
+        self.db = db
+        self.renderer: Renderer | None = None  # set by the transport that renders frames
+        self.presence = Presence(presence_store or MemoryPresence(), self._announce_presence,
+                                 grace=presence_grace)
+        self.heartbeat_interval = heartbeat_interval
+        self.streams: dict[str, RoomStream] = {}
+        self._stream_locks: dict[str, asyncio.Lock] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        pubsub.on_reconnect(self._resync_all)
+
+    async def start(self) -> None:
+        await self.pubsub.start()
+        self._heartbeat = asyncio.create_task(self._beat(), name="presence-heartbeat")
+
+    async def close(self) -> None:
+        if self._heartbeat:
+            self._heartbeat.cancel()
+        for stream in list(self.streams.values()):
+            await stream.stop()
+        self.streams.clear()
+        await self.pubsub.close()
+
+    # -- publishing ----------------------------------------------------------------------
+
+    async def publish(self, event: EventRecord) -> None:
+        """Announces a committed durable event. A lost announcement is recovered by the
+        streams from the event log, so failures are logged, never raised to the writer."""
+        await self._send(Envelope(event))
+
+    async def publish_ephemeral(self, room_id: str, type: EventType, user_id: str,
+                                **data: object) -> None:
+        event = EventRecord(room_id=room_id, seq=0, type=type, at_ms=now_ms(), user_id=user_id)
+        await self._send(Envelope(event, dict(data)))
+
+    async def _send(self, envelope: Envelope) -> None:
+        try:
+            await self.pubsub.publish(channel_for(envelope.event.room_id), envelope.encode())
+        except Exception:
+            log.warning("publish to room %s failed; streams will catch up from storage",
+                        envelope.event.room_id, exc_info=True)
+
+    async def _announce_presence(self, room_id: str, user_id: str, online: bool) -> None:
+        await self.publish_ephemeral(room_id, EventType.PRESENCE_CHANGED, user_id, online=online)
+
+    # -- subscribing ---------------------------------------------------------------------
+
+    async def attach(self, sub: Subscriber, after_seq: int | None) -> RoomStream:
+        """Adds a subscriber at `after_seq` (None: from now on) and marks its user online."""
+        stream = await self._stream(sub.room_id)
+        if after_seq is None or after_seq >= stream.last_seq:
+            sub.delivered_seq = stream.last_seq if after_seq is None else after_seq
+            sub.live = sub.delivered_seq >= stream.last_seq
+        else:
+            sub.delivered_seq = after_seq
+        stream.add(sub)
+        await self.presence.join(sub.room_id, sub.user_id)
+        return stream
+
+    async def serve(self, sub: Subscriber, stream: RoomStream) -> None:
+        """The subscription's own task: replays what it missed whenever it falls behind."""
+        while not sub.outbox.closed:
+            await stream.catch_up(sub)
+            await sub.wake.wait()
+            sub.wake.clear()
+
+    async def detach(self, sub: Subscriber) -> None:
+        stream = self.streams.get(sub.room_id)
+        if stream is None:
+            return
+        stream.remove(sub)
+        self.presence.leave(sub.room_id, sub.user_id)
+        if stream.subscriber_count == 0:
+            await self._drop(sub.room_id, stream)
+
+    async def _stream(self, room_id: str) -> RoomStream:
+        lock = self._stream_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            stream = self.streams.get(room_id)
+            if stream is None:
+                assert self.renderer is not None, "no renderer wired"
+                stream = RoomStream(room_id, self.db, self.renderer)
+                # Subscribe first, then read the head: nothing falls between the two.
+                await self.pubsub.subscribe(channel_for(room_id), self._handler(stream))
+                await stream.start()
+                self.streams[room_id] = stream
+            return stream
+
+    async def _drop(self, room_id: str, stream: RoomStream) -> None:
+        async with self._stream_locks.setdefault(room_id, asyncio.Lock()):
+            if stream.subscriber_count or self.streams.get(room_id) is not stream:
+                return
+            del self.streams[room_id]
+            await self.pubsub.unsubscribe(channel_for(room_id))
+            await stream.stop()
+
+    @staticmethod
+    def _handler(stream: RoomStream):  # type: ignore[no-untyped-def]
+        async def handle(raw: bytes) -> None:
+            stream.offer(Envelope.decode(raw))
+
+        return handle
+
+    async def _resync_all(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.resync()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self.presence.heartbeat()
+            except Exception:
+                log.warning("presence heartbeat failed", exc_info=True)
+
+    def stream_of(self, room_id: str) -> RoomStream | None:
+        return self.streams.get(room_id)

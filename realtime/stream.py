@@ -1,0 +1,238 @@
+"""One room's ordered stream in this process: gap-free, duplicate-free, rendered once per
+group of identical subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from typing import Protocol
+
+from graph_db import events as event_log
+from graph_db.driver import GraphDB
+from graph_db.events import EventRecord, EventType
+from realtime import cursor
+from realtime.envelope import Envelope
+from realtime.subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+CATCH_UP_PAGE = 200
+TYPING_TTL_S = 5.0
+MANAGERS_ONLY = frozenset({EventType.JOIN_REQUESTED})
+
+
+class Renderer(Protocol):
+    async def render(self, sub: Subscriber, envelope: Envelope, cursor: str) -> str:
+        """The JSON `payload` of a `next` frame for `sub` (and everyone in its group)."""
+
+
+class RoomStream:
+    def __init__(self, room_id: str, db: GraphDB, renderer: Renderer) -> None:
+        self.room_id = room_id
+        self.db = db
+        self.renderer = renderer
+        self.last_seq = 0
+        self.groups: dict[Hashable, dict[int, Subscriber]] = {}
+        self.typing_until: dict[str, float] = {}
+        self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=10_000)
+        self._task: asyncio.Task[None] | None = None
+        self._typing_timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    async def start(self) -> None:
+        head = await event_log.stream_head(self.db, self.room_id)
+        self.last_seq = head.seq if head else 0
+        self._task = asyncio.create_task(self._run(), name=f"room-stream-{self.room_id}")
+
+    async def stop(self) -> None:
+        if self._typing_timer:
+            self._typing_timer.cancel()
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(g) for g in self.groups.values())
+
+    def offer(self, envelope: Envelope) -> None:
+        """From pub/sub; a full queue drops the envelope and the next one fills the gap."""
+        try:
+            self._queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            log.warning("room %s stream queue full; recovering from storage", self.room_id)
+
+    def resync(self) -> None:
+        """After a pub/sub outage: pick up whatever was committed meanwhile."""
+        self.offer(Envelope(EventRecord(self.room_id, -1, EventType.ROOM_UPDATED, 0)))
+
+    # -- subscribers ---------------------------------------------------------------------
+
+    def add(self, sub: Subscriber) -> None:
+        self.groups.setdefault(sub.group_key, {})[id(sub)] = sub
+
+    def remove(self, sub: Subscriber) -> None:
+        group = self.groups.get(sub.group_key)
+        if group is not None:
+            group.pop(id(sub), None)
+            if not group:
+                del self.groups[sub.group_key]
+
+    async def catch_up(self, sub: Subscriber) -> None:
+        """Replays from storage until `sub` reaches the live head, then makes it live with no
+        await in between, so the seam has neither a gap nor a duplicate."""
+        while not sub.live and not sub.outbox.closed:
+            target = self.last_seq
+            if sub.delivered_seq >= target:
+                sub.live = True
+                return
+            page = await event_log.events_after(self.db, self.room_id, sub.delivered_seq,
+                                                up_to=target, limit=CATCH_UP_PAGE)
+            if not page:
+                sub.delivered_seq = target
+                continue
+            for record in page:
+                envelope = Envelope(record)
+                payload = await self.renderer.render(sub, envelope, self.cursor(record.seq))
+                await sub.send(payload)
+                sub.delivered_seq = record.seq
+
+    def cursor(self, seq: int) -> str:
+        return cursor.encode(self.room_id, seq)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            envelope = await self._queue.get()
+            try:
+                await self._process(envelope)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("room %s: event %s failed", self.room_id, envelope.event)
+
+    async def _process(self, envelope: Envelope) -> None:
+        seq = envelope.event.seq
+        if seq == 0:
+            await self._ephemeral(envelope)
+            return
+        if seq == self.last_seq + 1:
+            await self._durable(envelope)
+            return
+        if seq > self.last_seq or seq < 0:
+            await self._fill_gap(seq if seq > 0 else None)
+
+    async def _fill_gap(self, up_to: int | None) -> None:
+        while True:
+            page = await event_log.events_after(self.db, self.room_id, self.last_seq,
+                                                up_to=up_to, limit=CATCH_UP_PAGE)
+            for record in page:
+                await self._durable(Envelope(record))
+            if len(page) < CATCH_UP_PAGE:
+                return
+
+    async def _durable(self, envelope: Envelope) -> None:
+        event = envelope.event
+        self.last_seq = event.seq
+        for key, group in list(self.groups.items()):
+            await self._dispatch_group(key, group, envelope)
+        await self._after(event)
+
+    async def _dispatch_group(self, key: Hashable, group: dict[int, Subscriber],
+                              envelope: Envelope) -> None:
+        event = envelope.event
+        sample = next(iter(group.values()), None)
+        if sample is None or (event.type in MANAGERS_ONLY and not sample.manager):
+            self._skip(group, event.seq)
+            return
+        if not any(s.live for s in group.values()):
+            return
+        payload = await self.renderer.render(sample, envelope, self.cursor(event.seq))
+        for sub in list(group.values()):
+            if not sub.live:
+                continue
+            if sub.delivered_seq == event.seq - 1:
+                sub.delivered_seq = event.seq
+                await sub.send(payload)
+            elif sub.delivered_seq < event.seq - 1:
+                sub.live = False  # missed something: back to catching up from storage
+                sub.wake.set()
+
+    @staticmethod
+    def _skip(group: dict[int, Subscriber], seq: int) -> None:
+        # An event this group may not see still advances its position.
+        for sub in group.values():
+            if sub.live and sub.delivered_seq == seq - 1:
+                sub.delivered_seq = seq
+
+    async def _after(self, event: EventRecord) -> None:
+        if event.type is EventType.PARTICIPANT_LEFT and event.user_id:
+            self._end_user(event.user_id, "FORBIDDEN", "you are no longer a participant")
+        elif event.type is EventType.ROOM_CLOSED:
+            self.closed = True
+            for group in list(self.groups.values()):
+                for sub in list(group.values()):
+                    sub.on_end(None, "room closed")
+        elif event.type is EventType.MESSAGE_POSTED and event.user_id in self.typing_until:
+            await self._typing(event.user_id, typing=False)
+
+    def _end_user(self, user_id: str, code: str, message: str) -> None:
+        for group in list(self.groups.values()):
+            for sub in list(group.values()):
+                if sub.user_id == user_id:
+                    sub.on_end(code, message)
+
+    def regroup(self, user_id: str, manager: bool) -> None:
+        for group in list(self.groups.values()):
+            for sub in list(group.values()):
+                if sub.user_id == user_id and sub.manager != manager:
+                    sub.on_end("RESUBSCRIBE", "your role changed: subscribe again")
+
+    # -- ephemeral events -----------------------------------------------------------------
+
+    async def _ephemeral(self, envelope: Envelope) -> None:
+        event = envelope.event
+        if event.type is EventType.TYPING_CHANGED and event.user_id:
+            typing = bool(envelope.data.get("typing"))
+            was = event.user_id in self.typing_until
+            if typing:
+                self.typing_until[event.user_id] = time.monotonic() + TYPING_TTL_S
+                self._arm_typing_timer()
+            else:
+                self.typing_until.pop(event.user_id, None)
+            if typing == was:
+                return  # a refresh: nothing changed for the viewers
+        await self._broadcast(envelope)
+
+    async def _broadcast(self, envelope: Envelope) -> None:
+        cur = self.cursor(self.last_seq)
+        for group in list(self.groups.values()):
+            live = [s for s in group.values() if s.live]
+            if not live:
+                continue
+            payload = await self.renderer.render(live[0], envelope, cur)
+            for sub in live:
+                await sub.send(payload)
+
+    async def _typing(self, user_id: str, *, typing: bool) -> None:
+        self.typing_until.pop(user_id, None)
+        event = EventRecord(self.room_id, 0, EventType.TYPING_CHANGED,
+                            int(time.time() * 1000), user_id=user_id)
+        await self._broadcast(Envelope(event, {"typing": typing}))
+
+    def _arm_typing_timer(self) -> None:
+        if self._typing_timer is None and self.typing_until:
+            delay = max(0.05, min(self.typing_until.values()) - time.monotonic())
+            self._typing_timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._typing_timer = None
+        now = time.monotonic()
+        for user_id, until in list(self.typing_until.items()):
+            if until <= now:
+                event = EventRecord(self.room_id, 0, EventType.TYPING_CHANGED,
+                                    int(time.time() * 1000), user_id=user_id)
+                self.offer(Envelope(event, {"typing": False, "expired": True}))
+        self._arm_typing_timer()

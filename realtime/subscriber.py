@@ -1,0 +1,98 @@
+"""One subscription of one socket to one room's stream, and the socket's outbox.
+
+The room loop hands each subscriber a ready frame synchronously; it never awaits a socket.
+A socket whose transport is backed up gets its frames queued (bounded); past the bound the
+connection is closed, so one slow consumer never delays a room."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime.tasks import spawn
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+SLOW_CONSUMER_CODE = 1013  # "try again later": clients reconnect and resume with a cursor
+OUTBOX_LIMIT = 512
+
+
+class Outbox:
+    """Frames for one WebSocket connection, written in order without blocking the caller."""
+
+    def __init__(self, send: Send, writable: Callable[[], bool],
+                 limit: int = OUTBOX_LIMIT) -> None:
+        self._send = send
+        self._writable = writable
+        self._queue: deque[str] = deque()
+        self._limit = limit
+        self._drainer: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def push(self, frame: str) -> None:
+        """Writes now when the transport accepts data (uvicorn's send then completes without
+        suspending), else queues; never waits for a slow peer."""
+        if self.closed:
+            return
+        if not self._queue and self._writable():
+            try:
+                await self._send({"type": "websocket.send", "text": frame})
+            except Exception:  # the peer went away; its handler cleans up
+                self.closed = True
+            return
+        if len(self._queue) >= self._limit:
+            self.close(SLOW_CONSUMER_CODE, "slow consumer: reconnect and resume with a cursor")
+            return
+        self._queue.append(frame)
+        if self._drainer is None:
+            self._drainer = spawn(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                frame = self._queue.popleft()
+                await self._send({"type": "websocket.send", "text": frame})
+        except Exception:
+            self.closed = True
+        finally:
+            self._drainer = None
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        log.info("closing websocket: %s", reason)
+        spawn(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        except Exception:
+            log.debug("close after disconnect", exc_info=True)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """What a room stream needs to know of a subscription; transport/ fills in the rest."""
+
+    room_id: str
+    user_id: str
+    manager: bool
+    group_key: Hashable
+    prefix: str  # '{"id":"<op id>","type":"next","payload":' — the frame minus payload
+    outbox: Outbox
+    spec: Any  # what transport/ needs to render for this subscriber (and its group)
+    delivered_seq: int = 0
+    live: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Called with (code, message) when the stream ends the subscription (removed, closed).
+    on_end: Callable[[str | None, str], None] = lambda code, message: None
+
+    async def send(self, payload: str) -> None:
+        await self.outbox.push(self.prefix + payload + "}")

@@ -1,0 +1,148 @@
+"""Reading messages: one message, a room's page, a thread's page, and a message's fields.
+
+Only participants read a room's messages; everyone else gets what a missing message gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graph_db import messages
+from graph_db.messages import MessageRecord
+from graph_db.models import RoomRecord, UserRecord
+from resolvers import pagination
+from resolvers.access import RoomAccess, find_room
+from resolvers.context import Context
+from resolvers.errors import BadInput, NotFound
+
+ROOM_PAGE_DEFAULT = 50
+REPLIES_PAGE_DEFAULT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    messages: list[MessageRecord]
+    cursors: list[str]
+    has_next: bool
+    has_previous: bool
+
+
+EMPTY = MessagePage(messages=[], cursors=[], has_next=False, has_previous=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionGroup:
+    emoji: str
+    user_ids: list[str]
+    reacted_by_me: bool
+
+
+async def access_message(ctx: Context, message_id: str) -> tuple[MessageRecord, RoomAccess]:
+    """A message of a room the caller participates in; NOT_FOUND otherwise."""
+    plausible = 0 < len(message_id) <= 128
+    message = await ctx.loaders.message.load(message_id) if plausible else None
+    found = await find_room(ctx, message.room_id) if message else None
+    if message is None or found is None or found.member is None:
+        raise NotFound("message")
+    return message, found
+
+
+async def message(ctx: Context, message_id: str) -> MessageRecord | None:
+    try:
+        found, _ = await access_message(ctx, message_id)
+    except NotFound:
+        return None
+    return found
+
+
+def _seq_key(keys: list[Any] | None, field: str) -> int | None:
+    if keys is None:
+        return None
+    if len(keys) != 1 or not isinstance(keys[0], int):
+        raise BadInput(field, "malformed cursor")
+    return keys[0]
+
+
+async def room_messages(ctx: Context, room: RoomRecord, last: int | None,
+                        before: str | None) -> MessagePage:
+    """Top-level messages, newest last, paged backwards; empty for non-participants (a
+    PUBLIC room's visitors see that it exists, not what is said in it)."""
+    limit = pagination.page_size(last, "last", ROOM_PAGE_DEFAULT)
+    fp = pagination.fingerprint(room.id)
+    before_seq = _seq_key(pagination.decode("messages", fp, before, "before"), "before")
+    if await ctx.loaders.membership.load((room.id, ctx.viewer.id)) is None:
+        return EMPTY
+    found = await messages.room_page(ctx.db, room.id, before_seq=before_seq, limit=limit + 1)
+    page = found[-limit:]
+    _prime(ctx, page)
+    return MessagePage(
+        messages=page, cursors=[pagination.encode("messages", fp, m.seq) for m in page],
+        has_next=before is not None, has_previous=len(found) > limit,
+    )
+
+
+async def replies(ctx: Context, root: MessageRecord, first: int | None,
+                  after: str | None) -> MessagePage:
+    """The thread of a message, oldest first (the caller already reads its room)."""
+    limit = pagination.page_size(first, "first", REPLIES_PAGE_DEFAULT)
+    fp = pagination.fingerprint(root.id)
+    after_seq = _seq_key(pagination.decode("replies", fp, after), "after")
+    found = await messages.replies_page(ctx.db, root.id, after_seq=after_seq, limit=limit + 1)
+    page = found[:limit]
+    _prime(ctx, page)
+    return MessagePage(
+        messages=page, cursors=[pagination.encode("replies", fp, m.seq) for m in page],
+        has_next=len(found) > limit, has_previous=after is not None,
+    )
+
+
+def _prime(ctx: Context, page: list[MessageRecord]) -> None:
+    # A reply's `parent` is often on the same page: no second lookup for it.
+    for m in page:
+        ctx.loaders.message.prime(m.id, m)
+
+
+async def author(ctx: Context, m: MessageRecord) -> UserRecord:
+    user = await ctx.loaders.user.load(m.author_id)
+    assert user is not None, "a message's author is a user node"
+    return user
+
+
+async def room(ctx: Context, m: MessageRecord) -> RoomRecord:
+    found = await ctx.loaders.room.load(m.room_id)
+    if found is None:  # deleted while the operation ran
+        raise NotFound("room")
+    return found
+
+
+async def parent(ctx: Context, m: MessageRecord) -> MessageRecord | None:
+    return await ctx.loaders.message.load(m.parent_id) if m.parent_id else None
+
+
+async def reply_count(ctx: Context, m: MessageRecord) -> int:
+    return await ctx.loaders.reply_count.load(m.id)
+
+
+async def reactions(ctx: Context, m: MessageRecord) -> list[ReactionGroup]:
+    """Grouped by emoji, in the order each emoji was first used."""
+    if m.deleted:
+        return []
+    groups: dict[str, list[str]] = {}
+    for r in await ctx.loaders.reactions.load(m.id):
+        groups.setdefault(r.emoji, []).append(r.user_id)
+    me = ctx.viewer.id
+    return [ReactionGroup(emoji, ids, me in ids) for emoji, ids in groups.items()]
+
+
+async def users(ctx: Context, user_ids: list[str] | tuple[str, ...]) -> list[UserRecord]:
+    found = await ctx.loaders.user.load_many(list(user_ids))
+    return [u for u in found if u is not None]
+
+
+async def mentions(ctx: Context, m: MessageRecord) -> list[UserRecord]:
+    return await users(ctx, m.mention_ids)
+
+
+async def unread_count(ctx: Context, room: RoomRecord) -> int:
+    return await ctx.loaders.unread_count.load((room.id, ctx.viewer.id))

@@ -1,0 +1,126 @@
+"""The room event stream: who may subscribe (and from where), typing, and what events
+point at."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from graph_db import events as event_log
+from graph_db.events import EventType
+from graph_db.models import (
+    JoinRequestRecord,
+    ParticipantRecord,
+    ParticipantRole,
+    RoomRecord,
+    UserRecord,
+)
+from realtime import cursor as event_cursor
+from resolvers import policy
+from resolvers.access import access_room
+from resolvers.context import Context
+from resolvers.errors import BadInput, Forbidden, NotFound, ResyncRequired, ServiceError
+
+TYPING_REFRESH_S = 1.0  # refreshes closer together than this are not re-published
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    room: RoomRecord
+    after_seq: int | None
+    manager: bool
+
+
+async def authorize(ctx: Context, room_id: str, after: str | None) -> StreamStart:
+    """Only participants subscribe; a cursor must be this room's and still in the log."""
+    found = await access_room(ctx, room_id)
+    if found.member is None:
+        raise Forbidden("only participants follow a room's events")
+    after_seq = None
+    if after is not None:
+        try:
+            after_seq = event_cursor.decode(room_id, after)
+        except ValueError as exc:
+            raise BadInput("after", str(exc)) from None
+        head = await event_log.stream_head(ctx.db, room_id)
+        if head is None:
+            raise NotFound("room")
+        if after_seq > head.seq:
+            raise BadInput("after", "cursor is ahead of this room's events")
+        if after_seq < head.pruned:
+            raise ResyncRequired("events after this cursor are no longer kept: "
+                                 "refetch the room, then subscribe without a cursor")
+    manager = policy.can_manage(found.viewer.role, found.member)
+    return StreamStart(room=found.room, after_seq=after_seq, manager=manager)
+
+
+async def still_participant(ctx: Context, room_id: str) -> bool:
+    ctx.loaders.clear_all()
+    return await ctx.loaders.membership.load((room_id, ctx.viewer.id)) is not None
+
+
+async def set_typing(ctx: Context, room_id: str, typing: bool) -> bool:
+    found = await access_room(ctx, room_id)
+    if found.member is None:
+        raise Forbidden("only participants type in a room")
+    key = (room_id, found.viewer.id)
+    now = time.monotonic()
+    last = ctx.services.typing_sent.get(key)
+    if typing and last is not None and now - last < TYPING_REFRESH_S:
+        return True  # rate limit: the stream already knows, and its expiry is ~5 s away
+    if typing:
+        ctx.services.typing_sent[key] = now
+    else:
+        ctx.services.typing_sent.pop(key, None)
+    await ctx.services.hub.publish_ephemeral(room_id, EventType.TYPING_CHANGED,
+                                             found.viewer.id, typing=typing)
+    return True
+
+
+async def room_events(ctx: Context, room_id: str, after: str | None
+                      ) -> AsyncGenerator[Any, None]:
+    """Reached only off the WebSocket fan-out path (which serves roomEvents itself)."""
+    await authorize(ctx, room_id, after)
+    raise ServiceError("roomEvents is served over WebSocket (graphql-transport-ws) only")
+    yield  # pragma: no cover  (makes this an async generator)
+
+
+# -- what events point at ------------------------------------------------------------------
+
+async def message_of(ctx: Context, message_id: str) -> Any:
+    message = await ctx.loaders.message.load(message_id)
+    if message is None:
+        raise NotFound("message")
+    return message
+
+
+async def participant_of(ctx: Context, room_id: str, user_id: str,
+                         at: datetime) -> ParticipantRecord:
+    found = await ctx.loaders.membership.load((room_id, user_id))
+    # Replaying an old join of someone who has left since: they joined as a member then.
+    return found or ParticipantRecord(room_id=room_id, user_id=user_id,
+                                      role=ParticipantRole.MEMBER, joined_at=at)
+
+
+async def user_of(ctx: Context, user_id: str) -> UserRecord:
+    user = await ctx.loaders.user.load(user_id)
+    if user is None:
+        raise NotFound("user")
+    return user
+
+
+async def join_request_of(ctx: Context, request_id: str) -> JoinRequestRecord:
+    request = await ctx.loaders.join_request.load(request_id)
+    if request is None:
+        raise NotFound("join request")
+    return request
+
+
+async def room_of(ctx: Context, room_id: str) -> RoomRecord:
+    room = await ctx.loaders.room.load(room_id)
+    if room is None:
+        raise NotFound("room")
+    return room

@@ -1,0 +1,166 @@
+"""The room event stream: one interface, one type per kind of event."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from resolvers import room_events as resolve
+from resolvers.context import Context
+from schema.rooms import JoinRequest, Participant, Room
+from schema.users import User
+
+if TYPE_CHECKING:
+    from schema.messages import Message
+
+Ctx = Info[Context, None]
+MessageRef = Annotated["Message", strawberry.lazy("schema.messages")]
+
+
+@strawberry.interface(description="Everything that happens in a room, in one ordered stream.")
+class RoomEvent:
+    room_id: strawberry.ID
+    cursor: str = strawberry.field(description="Opaque; pass it as roomEvents(after:) to "
+                                               "resume after a reconnect.")
+    at: datetime
+    _ref: strawberry.Private[str | None] = None
+
+
+async def _message(info: Ctx, event: RoomEvent) -> Message:
+    from schema.messages import Message
+
+    return Message.of(await resolve.message_of(info.context, event._ref or ""))
+
+
+@strawberry.type
+class MessagePosted(RoomEvent):
+    @strawberry.field
+    async def message(self, info: Ctx) -> MessageRef:
+        return await _message(info, self)
+
+
+@strawberry.type
+class MessageEdited(RoomEvent):
+    @strawberry.field
+    async def message(self, info: Ctx) -> MessageRef:
+        return await _message(info, self)
+
+
+@strawberry.type
+class MessageDeleted(RoomEvent):
+    @strawberry.field
+    async def message(self, info: Ctx) -> MessageRef:
+        return await _message(info, self)
+
+
+@strawberry.type
+class ReactionsChanged(RoomEvent):
+    @strawberry.field
+    async def message(self, info: Ctx) -> MessageRef:
+        return await _message(info, self)
+
+
+@strawberry.type
+class ParticipantJoined(RoomEvent):
+    @strawberry.field
+    async def participant(self, info: Ctx) -> Participant:
+        return Participant.of(await resolve.participant_of(info.context, self.room_id,
+                                                           self._ref or "", self.at))
+
+
+@strawberry.type(description="A participant became host, moderator or member.")
+class ParticipantRoleChanged(RoomEvent):
+    @strawberry.field
+    async def participant(self, info: Ctx) -> Participant:
+        return Participant.of(await resolve.participant_of(info.context, self.room_id,
+                                                           self._ref or "", self.at))
+
+
+@strawberry.type
+class ParticipantLeft(RoomEvent):
+    @strawberry.field
+    async def user(self, info: Ctx) -> User:
+        return User.of(await resolve.user_of(info.context, self._ref or ""))
+
+
+@strawberry.type
+class TypingChanged(RoomEvent):
+    typing: bool
+
+    @strawberry.field
+    async def user(self, info: Ctx) -> User:
+        return User.of(await resolve.user_of(info.context, self._ref or ""))
+
+
+@strawberry.type
+class PresenceChanged(RoomEvent):
+    online: bool
+
+    @strawberry.field
+    async def user(self, info: Ctx) -> User:
+        return User.of(await resolve.user_of(info.context, self._ref or ""))
+
+
+@strawberry.type
+class JoinRequested(RoomEvent):
+    @strawberry.field
+    async def request(self, info: Ctx) -> JoinRequest:
+        return JoinRequest.of(await resolve.join_request_of(info.context, self._ref or ""))
+
+
+@strawberry.type
+class RoomUpdated(RoomEvent):
+    @strawberry.field
+    async def room(self, info: Ctx) -> Room:
+        return Room.of(await resolve.room_of(info.context, str(self.room_id)))
+
+
+@strawberry.type
+class RoomClosed(RoomEvent):
+    pass
+
+
+@strawberry.type
+class TypingMutation:
+    @strawberry.mutation(description="Announce typing; it expires by itself ~5 s after the "
+                                     "last call.")
+    async def set_typing(self, info: Ctx, room_id: strawberry.ID, typing: bool) -> bool:
+        return await resolve.set_typing(info.context, room_id, typing)
+
+
+EVENT_TYPES: tuple[type[RoomEvent], ...] = (
+    MessagePosted, MessageEdited, MessageDeleted, ReactionsChanged, ParticipantJoined,
+    ParticipantRoleChanged, ParticipantLeft, TypingChanged, PresenceChanged, JoinRequested,
+    RoomUpdated, RoomClosed,
+)
+
+
+@strawberry.type
+class RoomEventsSubscription:
+    @strawberry.subscription(description="Replays what happened after `after` (from storage), "
+                                         "then streams live, in seq order.")
+    async def room_events(self, info: Ctx, room_id: strawberry.ID,
+                          after: str | None = None) -> AsyncGenerator[RoomEvent, None]:
+        async for event in resolve.room_events(info.context, room_id, after):
+            yield event
+
+
+_BY_TYPE: dict[str, type[RoomEvent]] = {cls.__name__: cls for cls in EVENT_TYPES}
+
+
+def event_object(room_id: str, type_name: str, at: datetime, cursor: str, *,
+                 message_id: str | None, user_id: str | None, request_id: str | None,
+                 data: dict[str, object]) -> RoomEvent:
+    """The GraphQL object for one stored or announced event (what roomEvents resolves to)."""
+    cls = _BY_TYPE[type_name]
+    ref = message_id or request_id or user_id
+    common = {"room_id": strawberry.ID(room_id), "cursor": cursor, "at": at, "_ref": ref}
+    if cls is TypingChanged:
+        return TypingChanged(typing=bool(data.get("typing")), **common)  # type: ignore[arg-type]
+    if cls is PresenceChanged:
+        return PresenceChanged(online=bool(data.get("online")), **common)  # type: ignore[arg-type]
+    return cls(**common)  # type: ignore[arg-type]

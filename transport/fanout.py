@@ -1,0 +1,79 @@
+"""Renders a room event once per group of identical subscriptions: graphql-core executes the
+subscription's selection against the event, orjson serializes it, and every subscriber of
+the group gets the same text with its own operation id spliced in."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from graphql import ExecutionResult, GraphQLError, GraphQLSchema, execute
+from graphql.pyutils import is_awaitable
+
+from realtime.envelope import Envelope
+from realtime.subscriber import Subscriber
+from resolvers.context import Context
+from schema.events import event_object
+from transport.documents import Compiled
+
+log = logging.getLogger("collaboration.fanout")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSpec:
+    compiled: Compiled
+    variables: dict[str, Any]
+    context: Context
+
+
+def frame_prefix(operation_id: str) -> str:
+    return '{"id":' + orjson.dumps(operation_id).decode() + ',"type":"next","payload":'
+
+
+class GraphQLRenderer:
+    def __init__(self, schema: GraphQLSchema) -> None:
+        self.schema = schema
+
+    async def render(self, sub: Subscriber, envelope: Envelope, cursor: str) -> str:
+        spec: RenderSpec = sub.spec
+        event = envelope.event
+        root = event_object(event.room_id, event.type.value, event.at, cursor,
+                            message_id=event.message_id, user_id=event.user_id,
+                            request_id=event.request_id, data=envelope.data)
+        context = spec.context
+        token = context.start_operation()  # fresh loaders for this event
+        try:
+            result = execute(self.schema, spec.compiled.document,  # type: ignore[arg-type]
+                             root_value=root, context_value=context,
+                             variable_values=spec.variables,
+                             operation_name=_name(spec.compiled))
+            if is_awaitable(result):
+                result = await result
+        finally:
+            context.end_operation(token)
+        return self._serialize(result, context)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _serialize(result: ExecutionResult, context: Context) -> str:
+        body: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            body["errors"] = [_formatted(e, context) for e in result.errors]
+        return orjson.dumps(body).decode()
+
+
+def _name(compiled: Compiled) -> str | None:
+    op = compiled.operation
+    return op.name.value if op is not None and op.name is not None else None
+
+
+def _formatted(error: GraphQLError, context: Context) -> dict[str, Any]:
+    original = error.original_error
+    if original is not None and not isinstance(original, GraphQLError):
+        log.error("unexpected error rendering an event [request %s]", context.request_id,
+                  exc_info=original)
+        return {"message": "Unexpected error.", "path": error.path,
+                "extensions": {"code": "INTERNAL_SERVER_ERROR",
+                               "requestId": context.request_id}}
+    return dict(error.formatted)

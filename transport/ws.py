@@ -1,0 +1,149 @@
+"""graphql-transport-ws with roomEvents served by the room streams (rendered once per
+group), and every other operation by strawberry; close codes as the protocol defines them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from graphql import FieldNode, GraphQLError
+from graphql.execution.values import get_argument_values, get_variable_values
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+
+from realtime.subscriber import Outbox, Send, Subscriber
+from realtime.tasks import spawn
+from resolvers import room_events
+from resolvers.context import Context
+from resolvers.errors import ServiceError
+from transport.documents import ROOM_EVENTS_FIELD, Compiled
+from transport.fanout import RenderSpec, frame_prefix
+
+log = logging.getLogger(__name__)
+RAW_SEND_KEY = "collab.raw_send"
+
+
+class RawSendMiddleware:
+    """Keeps the server's own ASGI `send` in the scope: the fan-out writes frames with it and
+    asks the server's protocol whether the socket is backed up."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope[RAW_SEND_KEY] = send
+        await self.app(scope, receive, send)
+
+
+def writable_probe(send: Send) -> Callable[[], bool]:
+    protocol = getattr(send, "__self__", None)
+    writable = getattr(protocol, "writable", None)
+    if isinstance(writable, asyncio.Event):
+        return writable.is_set
+    transport = getattr(protocol, "transport", None)
+    if transport is not None and hasattr(transport, "get_write_buffer_size"):
+        high = transport.get_write_buffer_limits()[1]
+        return lambda: bool(transport.get_write_buffer_size() < high)
+    return lambda: False  # unknown server: always go through the drain task
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    _outbox: Outbox | None = None
+
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            ws = self.websocket.ws  # type: ignore[attr-defined]
+            send = ws.scope.get(RAW_SEND_KEY) or ws._send
+            self._outbox = Outbox(send, writable_probe(send))
+        return self._outbox
+
+    async def shutdown(self) -> None:
+        if self._outbox is not None:
+            self._outbox.closed = True
+        expiry = getattr(self.context, "expiry_timer", None)
+        if expiry is not None:
+            expiry.cancel()
+        await super().shutdown()
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        payload = message["payload"]
+        compiled: Compiled = self.view.documents.get(  # type: ignore[attr-defined]
+            payload["query"], payload.get("operationName"))
+        if not compiled.room_events or not self.connection_acknowledged:
+            await super().handle_subscribe(message)
+            return
+        if message["id"] in self.operations:
+            await self.websocket.close(code=4409,
+                                       reason=f"Subscriber for {message['id']} already exists")
+            return
+        operation = Operation(self, message["id"], payload["query"], payload.get("variables"),
+                              payload.get("operationName"))
+        operation.task = asyncio.create_task(self._room_events(operation, compiled))
+        operation.task.add_done_callback(self._task_done)
+        self.operations[message["id"]] = operation
+
+    async def _room_events(self, operation: Operation[Context, None],
+                           compiled: Compiled) -> None:
+        hub = self.context.services.hub
+        try:
+            variables, start = await self._start(operation, compiled)
+        except GraphQLError as error:
+            await operation.send_initial_errors([error])
+            return
+        sub = Subscriber(
+            room_id=str(start.room.id), user_id=self.context.viewer.id, manager=start.manager,
+            group_key=self._group_key(operation, compiled, start.manager),
+            prefix=frame_prefix(operation.id), outbox=self.outbox(),
+            spec=RenderSpec(compiled, variables, self.context))
+        sub.on_end = lambda code, text: self._end(operation, code, text)
+        stream = await hub.attach(sub, start.after_seq)
+        try:
+            if not await room_events.still_participant(self.context, sub.room_id):
+                self._end(operation, "FORBIDDEN", "you are no longer a participant")
+            await hub.serve(sub, stream)
+        finally:
+            await hub.detach(sub)
+
+    async def _start(self, operation: Operation[Context, None], compiled: Compiled
+                     ) -> tuple[dict[str, Any], room_events.StreamStart]:
+        if compiled.errors:
+            raise compiled.errors[0]
+        assert compiled.operation is not None
+        schema = self.view.documents.schema  # type: ignore[attr-defined]
+        coerced = get_variable_values(schema, compiled.operation.variable_definitions or [],
+                                      operation.variables or {})
+        if isinstance(coerced, list):
+            error = coerced[0]
+            error.extensions = {"code": "BAD_USER_INPUT"}
+            raise error
+        field = next(s for s in compiled.operation.selection_set.selections
+                     if isinstance(s, FieldNode) and s.name.value == ROOM_EVENTS_FIELD)
+        field_def = schema.subscription_type.fields[ROOM_EVENTS_FIELD]
+        args = get_argument_values(field_def, field, coerced)
+        start = await room_events.authorize(self.context, str(args["roomId"]), args.get("after"))
+        return operation.variables or {}, start
+
+    def _group_key(self, operation: Operation[Context, None], compiled: Compiled,
+                   manager: bool) -> tuple[Any, ...]:
+        variables = tuple(sorted((operation.variables or {}).items(), key=lambda kv: kv[0]))
+        viewer = self.context.viewer.id if compiled.viewer_dependent else None
+        return (id(compiled), repr(variables), manager, viewer)
+
+    def _end(self, operation: Operation[Context, None], code: str | None, text: str) -> None:
+        async def finish() -> None:
+            if code is None:
+                await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            else:
+                error = ServiceError(text)
+                error.extensions = {"code": code}
+                await operation.send_initial_errors([error])
+            if operation.task is not None:
+                operation.task.cancel()
+
+        spawn(finish())
