@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -70,7 +71,8 @@ async def open_hub(settings: Settings, db: GraphDB) -> AsyncIterator[Hub]:
         log.info("room events: in-process (set REDIS_URL to run several processes)")
     hub = Hub(pubsub, db, presence_store=presence_store,
               presence_grace=settings.presence_grace_seconds,
-              heartbeat_interval=settings.ws_heartbeat_interval)
+              heartbeat_interval=settings.ws_heartbeat_interval,
+              retention=settings.event_log_retention)
     await hub.start()
     try:
         yield hub
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             hub.renderer = GraphQLRenderer(endpoint.documents.schema)
             verifier = TokenVerifier(settings)
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub)
+            tune_gc()
             try:
                 yield
             finally:
@@ -109,6 +112,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     return Starlette(debug=settings.debug, routes=routes, middleware=middleware,
                      lifespan=lifespan)
+
+
+def tune_gc() -> None:
+    """Start-up objects never die: freeze them out of the collector's scans, and collect
+    less often (full collections paused fan-out for hundreds of ms; docs/benchmarks.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 async def healthz(request: Request) -> JSONResponse:

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # A user stays online this long after their last socket closes (reconnects don't flicker).
     presence_grace_seconds: float = Field(default=3.0, ge=0, le=120)
+    # Room events kept for resuming streams; an older cursor gets RESYNC_REQUIRED.
+    event_log_retention: int = Field(default=10_000, ge=100, le=10_000_000)
 
     # AI integration
     gemini_api_key: str | None = None

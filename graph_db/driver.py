@@ -96,13 +96,19 @@ class GraphDB:
     async def write_rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
         return await self.write(lambda tx: tx.rows(query, **params))
 
-    async def ping(self) -> bool:
+    async def ping(self, timeout: float = 3.0) -> bool:
+        # One plain query under a deadline, not a retried transaction: execute_read keeps
+        # retrying an unreachable server for max_transaction_retry_time (30 s), far longer
+        # than a readiness probe waits.
         try:
-            rows = await self.read_rows("RETURN 1 AS ok")
-        except Exception:  # any driver failure means "not ready"
+            async with asyncio.timeout(timeout):
+                async with self.driver.session(database=self.database) as session:
+                    result = await session.run("RETURN 1 AS ok")
+                    record = await result.single()
+        except Exception:  # any driver failure or the deadline means "not ready"
             log.debug("graph database ping failed", exc_info=True)
             return False
-        return bool(rows) and rows[0].get("ok") == 1
+        return record is not None and record.get("ok") == 1
 
     async def close(self) -> None:
         await self.driver.close()

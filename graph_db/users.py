@@ -21,7 +21,7 @@ RETURN u {.*} AS u
 """
 
 # Patients' identities are health information: people who may not see every user
-# only find non-patients and the people they share a room with.
+# only find non-patients and the people they share a (not deleted) room with.
 SEARCH = """
 MATCH (u:User)
 WHERE ($role IS NULL OR u.role = $role)
@@ -29,7 +29,8 @@ WHERE ($role IS NULL OR u.role = $role)
   AND ($afterName IS NULL OR u.displayName > $afterName
        OR (u.displayName = $afterName AND u.id > $afterId))
   AND ($seesAll OR u.role <> 'patient' OR u.id = $viewer
-       OR EXISTS { (:User {id: $viewer})-[:MEMBER_OF]->(:Room)<-[:MEMBER_OF]-(u) })
+       OR EXISTS { MATCH (:User {id: $viewer})-[:MEMBER_OF]->(r:Room)<-[:MEMBER_OF]-(u)
+                   WHERE r.deletedAt IS NULL })
 RETURN u {.*} AS u
 ORDER BY u.displayName, u.id
 LIMIT $limit
@@ -37,8 +38,9 @@ LIMIT $limit
 
 SHARES_ROOM = """
 UNWIND $ids AS id
-RETURN id, EXISTS { (:User {id: $viewer})-[:MEMBER_OF]->(:Room)<-[:MEMBER_OF]-(:User {id: id}) }
-  AS shared
+RETURN id, EXISTS {
+  MATCH (:User {id: $viewer})-[:MEMBER_OF]->(r:Room)<-[:MEMBER_OF]-(:User {id: id})
+  WHERE r.deletedAt IS NULL } AS shared
 """
 
 

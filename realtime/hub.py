@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from graph_db import events as event_log
 from graph_db.driver import GraphDB
 from graph_db.events import EventRecord, EventType
 from graph_db.models import now_ms
@@ -14,20 +15,23 @@ from realtime.presence import MemoryPresence, Presence, PresenceStore
 from realtime.pubsub import PubSub
 from realtime.stream import Renderer, RoomStream
 from realtime.subscriber import Subscriber
+from realtime.tasks import spawn
 
 log = logging.getLogger(__name__)
+PRUNE_EVERY = 100
 
 
 class Hub:
     def __init__(self, pubsub: PubSub, db: GraphDB, *,
                  presence_store: PresenceStore | None = None, presence_grace: float = 3.0,
-                 heartbeat_interval: float = 30.0) -> None:
+                 heartbeat_interval: float = 30.0, retention: int = 10_000) -> None:
         self.pubsub = pubsub
         self.db = db
         self.renderer: Renderer | None = None  # set by the transport that renders frames
         self.presence = Presence(presence_store or MemoryPresence(), self._announce_presence,
                                  grace=presence_grace)
         self.heartbeat_interval = heartbeat_interval
+        self.retention = retention
         self.streams: dict[str, RoomStream] = {}
         self._stream_locks: dict[str, asyncio.Lock] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -51,6 +55,9 @@ class Hub:
         """Announces a committed durable event. A lost announcement is recovered by the
         streams from the event log, so failures are logged, never raised to the writer."""
         await self._send(Envelope(event))
+        if event.seq > self.retention and event.seq % PRUNE_EVERY == 0:
+            # The writer of every PRUNE_EVERY-th event trims the log: once, off the hot path.
+            spawn(event_log.prune_events(self.db, event.room_id, event.seq - self.retention))
 
     async def publish_ephemeral(self, room_id: str, type: EventType, user_id: str,
                                 **data: object) -> None:

@@ -10,8 +10,10 @@ from collections.abc import Hashable
 from typing import Protocol
 
 from graph_db import events as event_log
+from graph_db import participants
 from graph_db.driver import GraphDB
 from graph_db.events import EventRecord, EventType
+from graph_db.models import ParticipantRole
 from realtime import cursor
 from realtime.envelope import Envelope
 from realtime.subscriber import Subscriber
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 CATCH_UP_PAGE = 200
 TYPING_TTL_S = 5.0
 MANAGERS_ONLY = frozenset({EventType.JOIN_REQUESTED})
+MANAGER_ROLES = frozenset({ParticipantRole.HOST, ParticipantRole.MODERATOR})
 
 
 class Renderer(Protocol):
@@ -79,6 +82,17 @@ class RoomStream:
             if not group:
                 del self.groups[sub.group_key]
 
+    def _subscribers_of(self, user_id: str | None) -> list[Subscriber]:
+        return [s for g in self.groups.values() for s in g.values()
+                if user_id is None or s.user_id == user_id]
+
+    def _end(self, subs: list[Subscriber], code: str | None, message: str) -> None:
+        # Out of the groups first, synchronously: no frame may follow the final message.
+        for sub in subs:
+            self.remove(sub)
+            sub.live = False
+            sub.on_end(code, message)
+
     async def catch_up(self, sub: Subscriber) -> None:
         """Replays from storage until `sub` reaches the live head, then makes it live with no
         await in between, so the seam has neither a gap nor a duplicate."""
@@ -93,9 +107,10 @@ class RoomStream:
                 sub.delivered_seq = target
                 continue
             for record in page:
-                envelope = Envelope(record)
-                payload = await self.renderer.render(sub, envelope, self.cursor(record.seq))
-                await sub.send(payload)
+                if record.type not in MANAGERS_ONLY or sub.manager:
+                    envelope = Envelope(record)
+                    payload = await self.renderer.render(sub, envelope, self.cursor(record.seq))
+                    await sub.send(payload)
                 sub.delivered_seq = record.seq
 
     def cursor(self, seq: int) -> str:
@@ -136,59 +151,51 @@ class RoomStream:
     async def _durable(self, envelope: Envelope) -> None:
         event = envelope.event
         self.last_seq = event.seq
-        for key, group in list(self.groups.items()):
-            await self._dispatch_group(key, group, envelope)
+        for group in list(self.groups.values()):
+            await self._dispatch_group(group, envelope)
         await self._after(event)
 
-    async def _dispatch_group(self, key: Hashable, group: dict[int, Subscriber],
-                              envelope: Envelope) -> None:
+    async def _dispatch_group(self, group: dict[int, Subscriber], envelope: Envelope) -> None:
         event = envelope.event
-        sample = next(iter(group.values()), None)
-        if sample is None or (event.type in MANAGERS_ONLY and not sample.manager):
-            self._skip(group, event.seq)
-            return
-        if not any(s.live for s in group.values()):
-            return
-        payload = await self.renderer.render(sample, envelope, self.cursor(event.seq))
+        managers_only = event.type in MANAGERS_ONLY
+        sample = next((s for s in group.values()
+                       if s.live and (s.manager or not managers_only)), None)
+        payload = None
+        if sample is not None:
+            payload = await self.renderer.render(sample, envelope, self.cursor(event.seq))
         for sub in list(group.values()):
             if not sub.live:
                 continue
             if sub.delivered_seq == event.seq - 1:
-                sub.delivered_seq = event.seq
-                await sub.send(payload)
+                sub.delivered_seq = event.seq  # also for those who may not see it
+                if payload is not None and (sub.manager or not managers_only):
+                    await sub.send(payload)
             elif sub.delivered_seq < event.seq - 1:
                 sub.live = False  # missed something: back to catching up from storage
                 sub.wake.set()
 
-    @staticmethod
-    def _skip(group: dict[int, Subscriber], seq: int) -> None:
-        # An event this group may not see still advances its position.
-        for sub in group.values():
-            if sub.live and sub.delivered_seq == seq - 1:
-                sub.delivered_seq = seq
-
     async def _after(self, event: EventRecord) -> None:
+        """Authorization follows the stream itself: leaving ends the leaver's subscriptions,
+        a role change changes what they may see (join requests)."""
         if event.type is EventType.PARTICIPANT_LEFT and event.user_id:
-            self._end_user(event.user_id, "FORBIDDEN", "you are no longer a participant")
+            self._end(self._subscribers_of(event.user_id), "FORBIDDEN",
+                      "you are no longer a participant of this room")
         elif event.type is EventType.ROOM_CLOSED:
             self.closed = True
-            for group in list(self.groups.values()):
-                for sub in list(group.values()):
-                    sub.on_end(None, "room closed")
+            self._end(self._subscribers_of(None), None, "room closed")
+        elif event.type is EventType.PARTICIPANT_ROLE_CHANGED and event.user_id:
+            await self._regroup(event.user_id)
         elif event.type is EventType.MESSAGE_POSTED and event.user_id in self.typing_until:
             await self._typing(event.user_id, typing=False)
 
-    def _end_user(self, user_id: str, code: str, message: str) -> None:
-        for group in list(self.groups.values()):
-            for sub in list(group.values()):
-                if sub.user_id == user_id:
-                    sub.on_end(code, message)
-
-    def regroup(self, user_id: str, manager: bool) -> None:
-        for group in list(self.groups.values()):
-            for sub in list(group.values()):
-                if sub.user_id == user_id and sub.manager != manager:
-                    sub.on_end("RESUBSCRIBE", "your role changed: subscribe again")
+    async def _regroup(self, user_id: str) -> None:
+        subs = self._subscribers_of(user_id)
+        if not subs:
+            return
+        found = await participants.memberships(self.db, [(self.room_id, user_id)])
+        manager = found[0] is not None and found[0].role in MANAGER_ROLES
+        for sub in subs:
+            sub.manager = manager or sub.admin
 
     # -- ephemeral events -----------------------------------------------------------------
 

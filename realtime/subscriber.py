@@ -83,7 +83,8 @@ class Subscriber:
 
     room_id: str
     user_id: str
-    manager: bool
+    manager: bool  # sees what only hosts and moderators see (join requests)
+    admin: bool
     group_key: Hashable
     prefix: str  # '{"id":"<op id>","type":"next","payload":' — the frame minus payload
     outbox: Outbox

@@ -14,7 +14,10 @@ log = logging.getLogger("collaboration.errors")
 
 # graphql-core's messages for values that do not fit their declared type.
 _INPUT_MARKERS = ("got invalid value", "Expected value of type", "does not exist in",
-                  "cannot represent", "Expected type", "of required type", "was not provided")
+                  "cannot represent", "Expected type", "of required type", "was not provided",
+                  # graphql-core 3.3: "Variable '$id' has invalid value: Expected a value of
+                  # non-null type 'ID!' to be provided."
+                  "has invalid value", "to be provided")
 
 
 class OperationLoaders(SchemaExtension):

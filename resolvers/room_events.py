@@ -72,6 +72,8 @@ async def set_typing(ctx: Context, room_id: str, typing: bool) -> bool:
     if typing and last is not None and now - last < TYPING_REFRESH_S:
         return True  # rate limit: the stream already knows, and its expiry is ~5 s away
     if typing:
+        if len(ctx.services.typing_sent) > 50_000:  # bound the map; stale entries only
+            ctx.services.typing_sent.clear()
         ctx.services.typing_sent[key] = now
     else:
         ctx.services.typing_sent.pop(key, None)

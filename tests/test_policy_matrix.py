@@ -83,7 +83,7 @@ updateRoom                admin    ok    ok         ok         ok         ok
 updateRoom                other    ok    ok         FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
 updateRoom                patient  ok    ok         FORBIDDEN  FORBIDDEN  NOT_FOUND
 deleteRoom                admin    ok    ok         ok         ok         ok
-deleteRoom                other    ok    ok         FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
+deleteRoom                other    ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
 deleteRoom                patient  ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  NOT_FOUND
 inviteToRoom              admin    ok    ok         ok         ok         ok
 inviteToRoom              other    ok    ok         FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
@@ -118,17 +118,20 @@ leaveRoom                 patient  ok    ok         ok         CONFLICT   NOT_FO
 # found" for those who may remove people, and the same FORBIDDEN as any other target for
 # those who may not, so that removeParticipant cannot probe who is in a room).
 
-# user(id) and users(search): may the viewer find the target? Roommates are in one room
-# now; ex-roommates were (the target left).
+# user(id) and users(search): may the viewer find the target? Any non-patient, or a patient
+# who is a stranger (no room in common), a roommate (in one room with the viewer now), an
+# ex-roommate (was; the patient left), a deleted-roommate (their only common room was
+# deleted), or the viewer themself.
 USER_RULES = """
-# viewer    non-patient  patient-stranger  patient-roommate  patient-ex-roommate  self
-admin       seen         seen              seen              seen                 seen
-teacher     seen         seen              seen              seen                 seen
-doctor      seen         seen              seen              seen                 seen
-student     seen         seen              seen              hidden               seen
-patient     seen         hidden            seen              hidden               seen
+#         any          patient:
+# viewer  non-patient  stranger  roommate  ex-roommate  deleted-roommate  self
+admin     seen         seen      seen      seen         seen              seen
+teacher   seen         seen      seen      seen         seen              seen
+doctor    seen         seen      seen      seen         seen              seen
+student   seen         hidden    seen      hidden       hidden            seen
+patient   seen         hidden    seen      hidden       hidden            seen
 """
-RELATIONS = ("stranger", "roommate", "ex-roommate")
+RELATIONS = ("stranger", "roommate", "ex-roommate", "deleted-roommate")
 
 
 def _rows(text: str) -> list[list[str]]:
@@ -151,8 +154,7 @@ def _parse_rooms(text: str) -> dict[tuple[str, str, str, str], str]:
 
 
 def _parse_users(text: str) -> dict[tuple[str, str], str]:
-    columns = ("non-patient", "patient-stranger", "patient-roommate", "patient-ex-roommate",
-               "self")
+    columns = ("non-patient", *RELATIONS, "self")
     return {(viewer, column): cell for viewer, *cells in _rows(text)
             for column, cell in zip(columns, cells, strict=True)}
 
@@ -172,14 +174,14 @@ def user_expected(viewer: str, target: str, relation: str) -> str:
         return USERS[viewer, "self"]
     if target != "patient":
         return USERS[viewer, "non-patient"]
-    return USERS[viewer, f"patient-{relation}"]
+    return USERS[viewer, relation]
 
 
 async def test_tables_are_complete() -> None:
     assert len(CREATE) == len(ROLES) * len(ROOM_TYPES)
     assert {role for role, _ in CREATE} == set(ROLES)
     assert len(RULES) == len(ROOM_OPS) * 3 * len(STATES) * len(VISIBILITIES)
-    assert len(USERS) == len(ROLES) * 5
+    assert len(USERS) == len(ROLES) * 6
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,6 +249,8 @@ class Crowd:
     client: httpx.AsyncClient
     callers: dict[str, Persona] = field(default_factory=dict)
     read_rooms: dict[tuple[str, str, str], Built] = field(default_factory=dict)
+    acquaintances: dict[tuple[str, str, str], tuple[Persona, Persona]] = field(
+        default_factory=dict)
 
     def new(self, role: str, label: str = "") -> Persona:
         name = f"{label or role} {uuid.uuid4().hex[:12]}"
@@ -282,12 +286,16 @@ async def build(crowd: Crowd, role: str, state: str, visibility: str, *,
                 targets: tuple[str, ...] = (), request: bool = False) -> Built:
     """A CASE_DISCUSSION room where the caller of `role` stands in `state`, with the given
     target participants and, when asked, a pending join request. A request can only be made
-    to a PRIVATE room, so a PUBLIC room is made PUBLIC after it."""
+    to a PRIVATE room, so a PUBLIC room is made PUBLIC after it. Invitations at creation
+    (createRoom's inviteUserIds) are the same edges as inviteToRoom's; the "left" caller is
+    invited with inviteToRoom all the same."""
     caller = crowd.callers[role]
     creates = state == "host" and CREATE[role, "CASE_DISCUSSION"] == "ok"
     creator = caller if creates else crowd.owner
     name = f"matrix {uuid.uuid4().hex}"
     invited = [crowd.targets[t] for t in targets]
+    if state in ("host", "moderator", "member") and not creates:
+        invited.append(caller)
     room = await make_room(creator, visibility="PRIVATE" if request else visibility,
                            name=name, invite=invited)
     built = Built(room["id"], name, creator,
@@ -295,14 +303,11 @@ async def build(crowd: Crowd, role: str, state: str, visibility: str, *,
     for t in targets:
         if TARGET_ROLES[t] != "MEMBER":
             await set_role(built, crowd.targets[t], TARGET_ROLES[t])
-    if not creates and state != "none":
+    if state in ("host", "moderator") and not creates:
+        await set_role(built, caller, "HOST" if state == "host" else "MODERATOR")
+    elif state == "left":
         await creator.gql(INVITE, roomId=built.id, userIds=[caller.id])
-        built.members[caller.id] = "MEMBER"
-        if state in ("host", "moderator"):
-            await set_role(built, caller, "HOST" if state == "host" else "MODERATOR")
-        elif state == "left":
-            await caller.gql(LEAVE, id=built.id)
-            del built.members[caller.id]
+        await caller.gql(LEAVE, id=built.id)
     if request:
         joined = await crowd.requester.gql(JOIN, id=built.id)
         assert joined["joinRoom"]["status"] == "PENDING", joined
@@ -549,18 +554,30 @@ def user_cells() -> list[Any]:
     return found
 
 
+async def acquaint(crowd: Crowd, viewer_role: str, target_role: str, relation: str
+                   ) -> tuple[Persona, Persona]:
+    """A fresh viewer and target in `relation`; shared by the user and users cells."""
+    key = (viewer_role, target_role, relation)
+    if key not in crowd.acquaintances:
+        viewer = crowd.new(viewer_role)
+        target = viewer if relation == "self" else crowd.new(target_role)
+        await crowd.touch(viewer) if target is viewer else await crowd.touch(viewer, target)
+        if relation not in {"stranger", "self"}:
+            room = await make_room(crowd.owner, invite=[viewer, target],
+                                   name=f"matrix {uuid.uuid4().hex}")
+            if relation == "ex-roommate":
+                await target.gql(LEAVE, id=room["id"])
+            elif relation == "deleted-roommate":
+                await crowd.owner.gql(DELETE, id=room["id"])
+        crowd.acquaintances[key] = (viewer, target)
+    return crowd.acquaintances[key]
+
+
 @pytest.mark.parametrize(("op", "viewer_role", "target_role", "relation"), user_cells())
 async def test_user_visibility(crowd: Crowd, op: str, viewer_role: str, target_role: str,
                                relation: str) -> None:
     want = user_expected(viewer_role, target_role, relation)
-    viewer = crowd.new(viewer_role)
-    target = viewer if relation == "self" else crowd.new(target_role)
-    await crowd.touch(viewer) if target is viewer else await crowd.touch(viewer, target)
-    if relation in ("roommate", "ex-roommate"):
-        room = await make_room(crowd.owner, invite=[viewer, target],
-                               name=f"matrix {uuid.uuid4().hex}")
-        if relation == "ex-roommate":
-            await target.gql(LEAVE, id=room["id"])
+    viewer, target = await acquaint(crowd, viewer_role, target_role, relation)
     if op == "user":
         found = (await viewer.gql(USER, id=target.id))["user"]
         assert found == ({"id": target.id} if want == "seen" else None)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from graphql import FieldNode, GraphQLError
 from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -16,6 +17,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 
+from graph_db.models import Role
 from realtime.subscriber import Outbox, Send, Subscriber
 from realtime.tasks import spawn
 from resolvers import room_events
@@ -98,7 +100,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         sub = Subscriber(
             room_id=str(start.room.id), user_id=self.context.viewer.id, manager=start.manager,
-            group_key=self._group_key(operation, compiled, start.manager),
+            admin=self.context.viewer.role is Role.ADMIN,
+            group_key=self._group_key(operation, compiled),
             prefix=frame_prefix(operation.id), outbox=self.outbox(),
             spec=RenderSpec(compiled, variables, self.context))
         sub.on_end = lambda code, text: self._end(operation, code, text)
@@ -129,11 +132,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         start = await room_events.authorize(self.context, str(args["roomId"]), args.get("after"))
         return operation.variables or {}, start
 
-    def _group_key(self, operation: Operation[Context, None], compiled: Compiled,
-                   manager: bool) -> tuple[Any, ...]:
-        variables = tuple(sorted((operation.variables or {}).items(), key=lambda kv: kv[0]))
+    def _group_key(self, operation: Operation[Context, None],
+                   compiled: Compiled) -> tuple[Any, ...]:
+        """Same document, same variables, same viewer-dependence: same frames. (The stream
+        adds what the subscriber may see.)"""
+        variables = orjson.dumps(operation.variables or {}, option=orjson.OPT_SORT_KEYS)
         viewer = self.context.viewer.id if compiled.viewer_dependent else None
-        return (id(compiled), repr(variables), manager, viewer)
+        return (id(compiled), variables, viewer)
 
     def _end(self, operation: Operation[Context, None], code: str | None, text: str) -> None:
         async def finish() -> None:

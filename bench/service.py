@@ -1,0 +1,188 @@
+"""Servers under test as child processes pinned to core 0, and the room our subscribers use.
+
+`Server` starts either our service (`python -m app`: ENVIRONMENT=test, a test JWT secret,
+ROOM_MAX_PARTICIPANTS large) or the raw baseline (`python -m bench.raw_server`). Our graph
+database is the embedded ArcadeDB in a temporary directory, started here (`graph_server`) and
+handed to the service as NEO4J_URI: `python -m app` cannot start it itself under uvicorn's
+default uvloop (uvloop's subprocess_exec refuses `process_group`), and uvloop is what the raw
+baseline and a production deployment run on. Its JVM is pinned to the service's core.
+`setup_room` creates one PUBLIC room and has N users join it over GraphQL, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from collections.abc import AsyncIterator
+from typing import IO, Any
+
+import httpx
+
+from auth import issue_dev_token
+from graph_db.embedded import EmbeddedGraphServer, find_free_port
+from graph_db.models import Role
+from settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+SECRET = "bench-secret-0123456789abcdef0123"
+MAX_PARTICIPANTS = 10_000
+JOIN_CONCURRENCY = 16
+TOKEN_TTL = timedelta(hours=6)
+CREATE_ROOM = """mutation($input: CreateRoomInput!) { createRoom(input: $input) { id } }"""
+JOIN_ROOM = """mutation($id: ID!) { joinRoom(id: $id) { status } }"""
+
+
+def _raise_nofile() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def bench_settings() -> Settings:
+    """Signs the subscribers' tokens the way our service (ENVIRONMENT=test) verifies them."""
+    return Settings(environment="test", jwt_secret_key=SECRET)
+
+
+@dataclass
+class Server:
+    """One server process pinned with `taskset -c <core>`; logs go to `log_path`."""
+
+    kind: str  # "raw" or "ours"
+    work_dir: Path
+    core: int = 0
+    graph: EmbeddedGraphServer | None = None
+    port: int = field(default_factory=find_free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / f"{self.kind}-server.log"
+
+    def start(self) -> Server:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.kind == "ours":
+            assert self.graph is not None, "start graph_server() first"
+            env.update(ENVIRONMENT="test", JWT_SECRET_KEY=SECRET,
+                       NEO4J_URI=self.graph.bolt_uri, NEO4J_USER=self.graph.user,
+                       NEO4J_PASSWORD=self.graph.password, NEO4J_DATABASE=self.graph.database,
+                       ROOM_MAX_PARTICIPANTS=str(MAX_PARTICIPANTS),
+                       COLLABORATION_HOST=HOST, COLLABORATION_PORT=str(self.port),
+                       LOG_LEVEL="WARNING")
+            for name in ("REDIS_URL", "DEBUG"):
+                env.pop(name, None)
+            cmd = [sys.executable, "-m", "app"]
+        else:
+            cmd = [sys.executable, "-m", "bench.raw_server", "--host", HOST,
+                   "--port", str(self.port)]
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(["taskset", "-c", str(self.core), *cmd], cwd=ROOT,
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_raise_nofile, start_new_session=True)
+        return self
+
+    async def wait_ready(self, timeout: float = 180.0) -> None:
+        path = "/readyz" if self.kind == "ours" else "/healthz"
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(base_url=self.url, timeout=5) as client:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.kind} server exited; see {self.log_path}")
+                try:
+                    if (await client.get(path)).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.3)
+        raise TimeoutError(f"{self.kind} server not ready after {timeout:.0f} s")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+
+
+@contextlib.asynccontextmanager
+async def graph_server(data_dir: Path, core: int = 0) -> AsyncIterator[EmbeddedGraphServer]:
+    """The embedded ArcadeDB (a JVM), all its threads pinned to `core`."""
+    async with EmbeddedGraphServer(data_dir, heap="1g") as graph:
+        if graph.pid is not None:
+            subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(graph.pid)],
+                           check=True, stdout=subprocess.DEVNULL)
+        yield graph
+
+
+@dataclass
+class Room:
+    id: str
+    host_token: str
+    tokens: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"room": self.id, "host_token": self.host_token, "tokens": self.tokens}
+
+
+async def _gql(client: httpx.AsyncClient, token: str, query: str,
+               variables: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post("/graphql", json={"query": query, "variables": variables},
+                                 headers={"authorization": f"Bearer {token}"})
+    body: dict[str, Any] = response.json()
+    if response.status_code != 200 or body.get("errors"):
+        raise RuntimeError(f"GraphQL failed: {response.status_code} {body}")
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+def _token(settings: Settings, role: Role, name: str) -> str:
+    user_id = f"bench-{role.value}-{uuid.uuid4().hex[:10]}"
+    return issue_dev_token(settings, user_id=user_id, name=name, role=role, ttl=TOKEN_TTL)
+
+
+async def setup_room(server: Server, n: int, *, concurrency: int = JOIN_CONCURRENCY,
+                     timeout: float = 600.0) -> Room:
+    """One PUBLIC teaching room hosted by a teacher (the publisher), joined by n students."""
+    settings = bench_settings()
+    host = _token(settings, Role.TEACHER, "Bench Host")
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+        data = await _gql(client, host, CREATE_ROOM, {"input": {
+            "name": "Fan-out bench", "type": "TEACHING", "visibility": "PUBLIC",
+            "maxParticipants": min(MAX_PARTICIPANTS, n + 10)}})
+        room_id: str = data["createRoom"]["id"]
+        tokens = [_token(settings, Role.STUDENT, f"Student {i}") for i in range(n)]
+        gate = asyncio.Semaphore(concurrency)
+
+        async def join(token: str) -> None:
+            async with gate:
+                result = await _gql(client, token, JOIN_ROOM, {"id": room_id})
+                if result["joinRoom"]["status"] != "JOINED":
+                    raise RuntimeError(f"join: {result}")
+
+        await asyncio.wait_for(asyncio.gather(*(join(t) for t in tokens)), timeout)
+    return Room(room_id, host, tokens)

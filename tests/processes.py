@@ -1,0 +1,250 @@
+"""Real processes for multi-instance tests: the embedded graph server (on a thread of its own),
+a private redis-server, and service processes (`python -m app`). Every child dies with the
+test process (PR_SET_PDEATHSIG), and `Cluster` stops them all even when start-up fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from graph_db.embedded import EmbeddedGraphServer, find_free_port
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_SERVER = "/usr/bin/redis-server"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_us() -> Callable[[], None] | None:
+    """preexec_fn: the kernel SIGKILLs the child when the thread that forked it exits, so a
+    crashed or killed test run never leaves orphans (Popen runs on pytest's main thread)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace`; always reaps."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    proc.wait()
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+class GraphServer:
+    """EmbeddedGraphServer on a dedicated thread and event loop. The thread lives until stop():
+    the JVM is tied to the thread that forked it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.server = EmbeddedGraphServer(data_dir, heap="512m")
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="graph-server",
+                                        daemon=True)
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> GraphServer:
+        self._thread.start()
+        self._call(self.server.start(), timeout=120)
+        return self
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self._call(self.server.stop(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(30)
+            if not self._thread.is_alive():
+                self.loop.close()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"NEO4J_URI": self.server.bolt_uri, "NEO4J_USER": self.server.user,
+                "NEO4J_PASSWORD": self.server.password,
+                "NEO4J_DATABASE": self.server.database}
+
+
+class RedisServer:
+    """A redis-server of our own on a fixed port; kill() and start() again to simulate an
+    outage (no persistence: a restart is an empty Redis, as after a crash)."""
+
+    def __init__(self, log_path: Path, port: int | None = None) -> None:
+        self.port = port or find_free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        assert self.proc is None or self.proc.poll() is not None, "redis-server already runs"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--daemonize", "no"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_us())  # noqa: PLW1509 (no threads fork concurrently)
+        deadline = time.monotonic() + timeout
+        while not self.ping():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited ({self.proc.returncode}):\n"
+                                   f"{tail(self.log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not answer:\n{tail(self.log_path)}")
+            time.sleep(0.02)
+        return self
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the clients, exactly like a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, grace=5)
+
+
+class Service:
+    """One `python -m app` process on a port of its own, its output in a log file."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.port = find_free_port()
+        self.log_path = log_dir / f"service-{name}.log"
+        self.env = {**os.environ, **env, "COLLABORATION_HOST": "127.0.0.1",
+                    "COLLABORATION_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+    def start(self) -> Service:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app"], cwd=ROOT, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_us())  # noqa: PLW1509
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"service {self.name} exited ({self.proc.returncode}):\n"
+                                       f"{self.log()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.url}/readyz").status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"service {self.name} not ready:\n{self.log()}")
+                time.sleep(0.1)
+
+    def log(self, chars: int = 4000) -> str:
+        return tail(self.log_path, chars)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, grace=15)
+
+
+class Cluster:
+    """Graph server + Redis + several services sharing them."""
+
+    def __init__(self, tmp: Path, *, names: tuple[str, ...] = ("a", "b"),
+                 env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.names = names
+        self.extra_env = env or {}
+        self.graph: GraphServer | None = None
+        self.redis: RedisServer | None = None
+        self.services: dict[str, Service] = {}
+
+    def start(self) -> Cluster:
+        self.redis = RedisServer(self.tmp / "redis.log").start()
+        self.graph = GraphServer(self.tmp / "graph").start()
+        env = {**self.graph.env, "REDIS_URL": self.redis.url, **self.extra_env}
+        for name in self.names:
+            self.services[name] = Service(name, env, self.tmp).start()
+        for service in self.services.values():
+            service.wait_ready()
+        return self
+
+    def stop(self) -> None:
+        """Services first (they hold connections to the others), then Redis and the graph;
+        every step runs even if an earlier one fails."""
+        with contextlib.ExitStack() as stack:
+            if self.graph is not None:
+                stack.callback(self.graph.stop)
+            if self.redis is not None:
+                stack.callback(self.redis.stop)
+            for service in self.services.values():
+                stack.callback(service.stop)
+            for service in self.services.values():  # all shut down in parallel
+                if service.proc is not None and service.proc.poll() is None:
+                    service.proc.terminate()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- service {name} ({s.log_path}) ---\n{s.log()}"
+                         for name, s in self.services.items())
+
+
+@contextlib.contextmanager
+def running_cluster(tmp: Path, **kw: Any) -> Iterator[Cluster]:
+    cluster = Cluster(tmp, **kw)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
