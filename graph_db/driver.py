@@ -96,12 +96,12 @@ class GraphDB:
     async def write_rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
         return await self.write(lambda tx: tx.rows(query, **params))
 
-    async def ping(self, timeout: float = 3.0) -> bool:
+    async def ping(self, deadline_s: float = 3.0) -> bool:
         # One plain query under a deadline, not a retried transaction: execute_read keeps
         # retrying an unreachable server for max_transaction_retry_time (30 s), far longer
         # than a readiness probe waits.
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(deadline_s):
                 async with self.driver.session(database=self.database) as session:
                     result = await session.run("RETURN 1 AS ok")
                     record = await result.single()

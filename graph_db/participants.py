@@ -47,7 +47,7 @@ RETURN r.maxParticipants AS max, COUNT { (:User)-[:MEMBER_OF]->(r) } AS n
 ADD = f"""
 MATCH (u:User {{id: $userId}}), (r:Room {{id: $roomId}})
 MERGE (u)-[m:MEMBER_OF]->(r)
-ON CREATE SET m.role = $role, m.joinedAt = $now
+ON CREATE SET m.role = $role, m.joinedAt = $now, m.lastReadSeq = coalesce(r.seq, 0)
 RETURN {_FIELDS} AS p
 """
 
@@ -105,7 +105,9 @@ class JoinOutcome(enum.Enum):
 
 async def participants_by_rooms(db: GraphDB, ids: list[str]) -> list[list[ParticipantRecord]]:
     rows = await db.read_rows(BY_ROOMS, ids=ids)
-    return [[ParticipantRecord.from_row(p) for p in r["ps"] if p] for r in rows]
+    # Aggregated rows need not come back in the order of the ids sent: match them by key.
+    by_id = {r["id"]: [ParticipantRecord.from_row(p) for p in r["ps"] if p] for r in rows}
+    return [by_id.get(i, []) for i in ids]
 
 
 async def counts_by_rooms(db: GraphDB, ids: list[str]) -> list[int]:

@@ -85,7 +85,13 @@ class Hub:
         else:
             sub.delivered_seq = after_seq
         stream.add(sub)
-        await self.presence.join(sub.room_id, sub.user_id)
+        try:
+            await self.presence.join(sub.room_id, sub.user_id)
+        except Exception:
+            # Presence is advisory (the heartbeat re-records this socket) and the events come
+            # from the graph database: a Redis failure must not kill the subscription, which
+            # would also leave `sub` in the stream with no detach.
+            log.warning("presence join for room %s failed", sub.room_id, exc_info=True)
         return stream
 
     async def serve(self, sub: Subscriber, stream: RoomStream) -> None:

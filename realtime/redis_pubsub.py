@@ -32,6 +32,7 @@ class RedisPubSub:
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._established = False  # a session got connected since the last loss
 
     @property
     def connected(self) -> bool:
@@ -90,7 +91,11 @@ class RedisPubSub:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                if self.connected:
+                # _session has cleared `connected` by now; `_established` remembers that a
+                # working connection was lost (warn once, and start the back-off afresh).
+                if self._established:
+                    self._established = False
+                    backoff = 0.1
                     log.warning("Redis pub/sub connection lost (%s); reconnecting", exc)
                 self._connected.clear()
                 await asyncio.sleep(backoff)
@@ -106,6 +111,7 @@ class RedisPubSub:
                 await conn.subscribe(CONTROL_CHANNEL, *self._handlers)
                 self._conn = conn
                 self._connected.set()
+                self._established = True
             log.info("Redis pub/sub connected (%s)", self._safe_url())
             if announce:
                 for handler in self._on_reconnect:

@@ -64,6 +64,9 @@ async def send_message(ctx: Context, room_id: str, *, content: str, parent_id: s
         client_message_id=client_id, mention_ids=mention_ids(text)))
     if sent.event is not None:
         await ctx.services.hub.publish(sent.event)
+        # The post ends the author's typing (room stream): the next start must not be
+        # swallowed as a "refresh" by set_typing's rate limit.
+        ctx.services.typing_sent.pop((room_id, found.viewer.id), None)
     ctx.loaders.clear_all()
     return sent.message
 

@@ -15,7 +15,7 @@ from tests.personas import People
 SECRET = "test-secret-0123456789abcdef0123"
 
 
-def test_settings(data_dir: Path, **overrides: object) -> Settings:
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "environment": "test", "jwt_secret_key": SECRET, "graph_data_dir": data_dir,
         "graph_heap": "512m", **overrides,
@@ -25,7 +25,7 @@ def test_settings(data_dir: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = LiveServer(test_settings(tmp_path_factory.mktemp("graph"))).start()
+    server = LiveServer(make_settings(tmp_path_factory.mktemp("graph"))).start()
     yield server
     server.stop()
 

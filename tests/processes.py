@@ -29,12 +29,16 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_us() -> Callable[[], None] | None:
-    """preexec_fn: the kernel SIGKILLs the child when the thread that forked it exits, so a
-    crashed or killed test run never leaves orphans (Popen runs on pytest's main thread)."""
+    """preexec_fn: the kernel SIGKILLs the child when the *thread* that forked it exits, so a
+    crashed or killed test run never leaves orphans. Hence: Popen on pytest's main thread."""
     if not sys.platform.startswith("linux"):
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     parent = os.getpid()
+
+    if threading.current_thread() is not threading.main_thread():
+        # The signal would come as soon as a worker thread (asyncio.to_thread) retires.
+        raise RuntimeError("start child processes from the main thread")
 
     def hook() -> None:
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))

@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 import app as app_module
 import graph_db.users
 from tests.conftest import SECRET
-from tests.conftest import test_settings as settings_for
+from tests.conftest import make_settings as settings_for
 from tests.harness import LiveServer
 from tests.personas import People
 

@@ -22,6 +22,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from graph_db.models import Role
 from tests.harness import LiveServer
 from tests.personas import People, Persona, make_room
 
@@ -34,7 +35,7 @@ VISIBILITIES = ("PUBLIC", "PRIVATE")
 #   host       created the room; a student or patient (who may not create one) is made a
 #              co-host by the creator instead (setParticipantRole HOST)
 #   moderator  invited, then promoted with setParticipantRole MODERATOR
-#   member     invited with inviteToRoom
+#   member     invited (createRoom's inviteUserIds: the same edges as inviteToRoom's)
 #   left       invited with inviteToRoom, then leaveRoom (the invitation stays)
 #   none       never in the room, never invited
 STATES = ("host", "moderator", "member", "left", "none")
@@ -247,7 +248,11 @@ class Crowd:
 
     people: People
     client: httpx.AsyncClient
-    callers: dict[str, Persona] = field(default_factory=dict)
+    callers: dict[str, Persona] = field(init=False)
+    owner: Persona = field(init=False)  # creates the rooms the caller does not host
+    targets: dict[str, Persona] = field(init=False)  # participants to remove or promote
+    requester: Persona = field(init=False)  # asks to join
+    invitee: Persona = field(init=False)  # gets invited; never in a room
     read_rooms: dict[tuple[str, str, str], Built] = field(default_factory=dict)
     acquaintances: dict[tuple[str, str, str], tuple[Persona, Persona]] = field(
         default_factory=dict)
@@ -255,8 +260,8 @@ class Crowd:
     def new(self, role: str, label: str = "") -> Persona:
         name = f"{label or role} {uuid.uuid4().hex[:12]}"
         user_id = f"{role}-{uuid.uuid4().hex[:12]}"
-        token = self.people.token_for(user_id, name, role)  # type: ignore[arg-type]
-        return Persona(user_id, name, role, token, self.client)  # type: ignore[arg-type]
+        token = self.people.token_for(user_id, name, Role(role))
+        return Persona(user_id, name, Role(role), token, self.client)
 
     async def touch(self, *personas: Persona) -> None:
         """A first request makes each persona a user node (so that it can be invited)."""
@@ -286,9 +291,7 @@ async def build(crowd: Crowd, role: str, state: str, visibility: str, *,
                 targets: tuple[str, ...] = (), request: bool = False) -> Built:
     """A CASE_DISCUSSION room where the caller of `role` stands in `state`, with the given
     target participants and, when asked, a pending join request. A request can only be made
-    to a PRIVATE room, so a PUBLIC room is made PUBLIC after it. Invitations at creation
-    (createRoom's inviteUserIds) are the same edges as inviteToRoom's; the "left" caller is
-    invited with inviteToRoom all the same."""
+    to a PRIVATE room, so a PUBLIC room is made PUBLIC after it."""
     caller = crowd.callers[role]
     creates = state == "host" and CREATE[role, "CASE_DISCUSSION"] == "ok"
     creator = caller if creates else crowd.owner
@@ -521,7 +524,7 @@ async def test_missing(crowd: Crowd, op: str, role: str) -> None:
         data = await caller.gql(ROOM if op == "room" else USER, id=missing)
         assert data[op] is None
         return
-    variables: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "updateRoom": {"id": missing, "input": {"name": "x"}},
         "deleteRoom": {"id": missing},
         "inviteToRoom": {"roomId": missing, "userIds": [crowd.invitee.id]},
@@ -531,7 +534,8 @@ async def test_missing(crowd: Crowd, op: str, role: str) -> None:
                                "role": "MODERATOR"},
         "joinRoom": {"id": missing},
         "leaveRoom": {"id": missing},
-    }[op]
+    }
+    variables = cases[op]
     query = {"updateRoom": UPDATE, "deleteRoom": DELETE, "inviteToRoom": INVITE,
              "removeParticipant": REMOVE, "decideJoinRequest": DECIDE,
              "setParticipantRole": SET_ROLE, "joinRoom": JOIN, "leaveRoom": LEAVE}[op]

@@ -160,8 +160,8 @@ async def test_snapshot_plus_events_equals_a_fresh_query(fresh: LiveServer,
         state = {e["node"]["id"]: e["node"] for e in data["room"]["messages"]["edges"]}
 
         new = [await send(p, rid, f"new {n}") for n, p in enumerate([host, other, viewer])]
-        await other.gql(EDIT, id=old[1]["id"], content="old 1, edited")
-        await host.gql(EDIT, id=new[1]["id"], content="new 1, edited")
+        await host.gql(EDIT, id=old[1]["id"], content="old 1, edited")
+        await other.gql(EDIT, id=new[1]["id"], content="new 1, edited")
         await host.gql(DELETE, id=old[2]["id"])
         await other.gql(REACT, id=old[0]["id"], emoji="🔥")
         await other.gql(REACT, id=new[0]["id"], emoji="✅")
@@ -187,15 +187,16 @@ async def test_snapshot_plus_events_equals_a_fresh_query(fresh: LiveServer,
 
 async def test_cursor_errors(fresh: LiveServer, people: People) -> None:
     host, (member,), room = await room_of(people, 1)
-    _, _, elsewhere = await room_of(people, 0)
+    other_host, _, elsewhere = await room_of(people, 0)
     rid = room["id"]
     sent = [await send(host, rid, f"m{n}") for n in range(5)]
-    await send(host, elsewhere["id"], "elsewhere")
+    await send(other_host, elsewhere["id"], "elsewhere")
     async with await connect(fresh.ws_url, member.token) as client:
         async def codes(op: str, after: str) -> list[str]:
             await client.subscribe(op, EVENTS, {"room": rid, "after": after})
             found = await client.error(op)
             await client.quiet(0.2, id=op)
+            assert client.pending(op) == []
             return found
 
         assert await codes("bad", "not a cursor!") == ["BAD_USER_INPUT"]
@@ -259,6 +260,7 @@ async def test_removal_ends_the_subscription_with_forbidden(fresh: LiveServer,
         assert left["__typename"] == "ParticipantLeft" and left["user"]["id"] == member.id
         assert posted["message"]["id"] == after["id"]
         await removed.quiet(0.5)
+        assert removed.pending("s") == removed.pending("slim") == []
         assert removed.close_code is None  # the socket itself stays usable
     await attached(fresh, rid, 0)
 
@@ -275,6 +277,7 @@ async def test_delete_room_completes_the_subscription(fresh: LiveServer,
             pass
         assert message == {"id": "s", "type": "complete"}
         await client.quiet(0.5)
+        assert client.pending("s") == []
 
 
 async def test_join_requests_reach_hosts_and_moderators_only(fresh: LiveServer,

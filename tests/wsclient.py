@@ -195,14 +195,14 @@ class WSClient:
             assert message["type"] == "next", message
 
     async def quiet(self, seconds: float, *, id: str | None = None) -> None:
-        """Asserts that nothing (for `id`) arrives within `seconds`."""
-        try:
-            message = await self.next_message(seconds, id=id)
-        except AssertionError as exc:
-            if isinstance(exc, Closed):
-                raise
-            return
-        raise AssertionError(f"unexpected message {message}")
+        """Asserts that nothing new (for `id`) arrives within `seconds`, and that the socket
+        stays open."""
+        start = len(self.log)
+        await asyncio.sleep(seconds)
+        new = [m for m in self.log[start:] if id is None or m.get("id") == id]
+        assert not new, f"unexpected messages {new}"
+        if self.close_code is not None:
+            raise Closed(self.close_code, self.close_reason)
 
     def pending(self, id: str | None = None) -> list[dict[str, Any]]:
         """Received but not read yet (by the `id` reader)."""

@@ -9,12 +9,15 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from graphql import GraphQLError, OperationType
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 
 from auth import AuthError, parse_bearer
 from realtime.tasks import spawn
@@ -37,6 +40,21 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             connection_init_wait_timeout=timedelta(seconds=10),
             allowed_origins=allowed_origins,
         )
+
+    async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
+                             context: Context, root_value: Any,
+                             request_data: GraphQLRequestData) -> ExecutionResult:
+        """Subscriptions live on the WebSocket; over HTTP they would run once and return
+        nothing useful, so say where they are instead."""
+        compiled = self.documents.get(request_data.query or "", request_data.operation_name)
+        operation = compiled.operation
+        if operation is not None and operation.operation is OperationType.SUBSCRIPTION:
+            error = GraphQLError("subscriptions are served over WebSocket "
+                                 "(graphql-transport-ws) at /graphql",
+                                 extensions={"code": "BAD_REQUEST"})
+            return ExecutionResult(data=None, errors=[error])
+        return await super().execute_single(request, request_adapter, sub_response, context,
+                                            root_value, request_data)
 
     @staticmethod
     def services(request: Request | WebSocket) -> Services:
