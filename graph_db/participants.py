@@ -76,9 +76,9 @@ MATCH (r:Room {id: $roomId})
 OPTIONAL MATCH (u:User)-[m:MEMBER_OF]->(r)
 WITH r, u, m ORDER BY CASE m.role WHEN 'MODERATOR' THEN 0 ELSE 1 END, m.joinedAt, u.id
 WITH r, collect(CASE WHEN m IS NULL THEN NULL
-                     ELSE {id: u.id, role: m.role, patient: u.role = 'patient'} END) AS ms
+                     ELSE {id: u.id, role: m.role, eligible: u.role IN $hostRoles} END) AS ms
 RETURN r.hostId AS hostId, [x IN ms WHERE x.role = 'HOST' | x.id] AS hosts,
-       [x IN ms WHERE x.role <> 'HOST' AND NOT x.patient | x.id][0] AS heir
+       [x IN ms WHERE x.role <> 'HOST' AND x.eligible | x.id][0] AS heir
 """
 
 SET_HOST = """
@@ -159,8 +159,8 @@ async def join(db: GraphDB, room_id: str, user_id: str) -> Written[JoinOutcome]:
     return await db.write(work, serialize_on=room_id)
 
 
-async def leave(db: GraphDB, room_id: str, user_id: str, *,
-                revoke_invite: bool) -> Written[bool]:
+async def leave(db: GraphDB, room_id: str, user_id: str, *, revoke_invite: bool,
+                host_roles: list[str]) -> Written[bool]:
     """Removes a member; when the last host goes, the room passes to a moderator or the
     longest-standing member. False when the user was not a member."""
 
@@ -172,15 +172,15 @@ async def leave(db: GraphDB, room_id: str, user_id: str, *,
             return False, []
         events = [await append_event(tx, room_id, EventType.PARTICIPANT_LEFT, user_id=user_id)]
         if removed["role"] == ParticipantRole.HOST.value:
-            events += await _hand_over(tx, room_id)
+            events += await _hand_over(tx, room_id, host_roles)
         return True, events
 
     return await db.write(work, serialize_on=room_id)
 
 
-async def _hand_over(tx: Tx, room_id: str) -> list[EventRecord]:
+async def _hand_over(tx: Tx, room_id: str, host_roles: list[str]) -> list[EventRecord]:
     # Room.host must always name a current host while anyone is left in the room.
-    row = await tx.one(HOSTS_AND_HEIR, roomId=room_id)
+    row = await tx.one(HOSTS_AND_HEIR, roomId=room_id, hostRoles=host_roles)
     if row is None:
         return []
     if row["hosts"]:
@@ -195,8 +195,8 @@ async def _hand_over(tx: Tx, room_id: str) -> list[EventRecord]:
     return []
 
 
-async def set_role(db: GraphDB, room_id: str, user_id: str,
-                   role: ParticipantRole) -> Written[ParticipantRecord | None]:
+async def set_role(db: GraphDB, room_id: str, user_id: str, role: ParticipantRole,
+                   host_roles: list[str]) -> Written[ParticipantRecord | None]:
     async def work(tx: Tx) -> Written[ParticipantRecord | None]:
         if await lock_room(tx, room_id) is None:
             return None, []
@@ -206,7 +206,7 @@ async def set_role(db: GraphDB, room_id: str, user_id: str,
         events = [await append_event(tx, room_id, EventType.PARTICIPANT_ROLE_CHANGED,
                                      user_id=user_id)]
         if role is not ParticipantRole.HOST:
-            events += await _hand_over(tx, room_id)
+            events += await _hand_over(tx, room_id, host_roles)
         return ParticipantRecord.from_row(row["p"]), events
 
     return await db.write(work, serialize_on=room_id)

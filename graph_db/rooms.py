@@ -41,7 +41,9 @@ WHERE r.deletedAt IS NULL
 WITH r, EXISTS { (:User {id: $viewer})-[:MEMBER_OF]->(r) } AS member
 WHERE (NOT $mine OR member)
   AND ($admin OR member OR (r.visibility = 'PUBLIC' AND NOT $patient)
-       OR EXISTS { (:User {id: $viewer})-[:INVITED_TO]->(r) })
+       OR EXISTS { (:User {id: $viewer})-[:INVITED_TO]->(r) }
+       OR (NOT $patient AND EXISTS { (:JoinRequest {roomId: r.id, userId: $viewer,
+                                                    status: 'PENDING'}) }))
 """
 
 PAGE = VISIBLE + """

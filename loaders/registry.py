@@ -41,6 +41,8 @@ class Loaders:
         self.membership: DataLoader[tuple[str, str], ParticipantRecord | None] = _loader(
             db, participants.memberships)
         self.invited: DataLoader[tuple[str, str], bool] = _loader(db, participants.invitations)
+        self.pending: DataLoader[tuple[str, str], bool] = _loader(
+            db, join_requests.pending_keys)
         self.shares_room: DataLoader[str, bool] = _loader(
             db, lambda d, ids: users.shares_room_with(d, viewer_id or "", ids))
         self.message: DataLoader[str, MessageRecord | None] = _loader(

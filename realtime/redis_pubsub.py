@@ -12,6 +12,8 @@ import logging
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub as RedisPubSubConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from realtime.pubsub import Handler, ReconnectHandler
@@ -24,8 +26,15 @@ MAX_BACKOFF_S = 2.0
 class RedisPubSub:
     def __init__(self, url: str) -> None:
         self.url = url
+        # Commands (publish, presence) retry once on a fresh connection: after a Redis restart
+        # every pooled connection is dead, and from_url's pool retries nothing by default, so
+        # each one's next command would fail (a lost announcement, a lost presence update).
         self.redis: Redis = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
-                                           health_check_interval=10)
+                                           health_check_interval=10, retry=Retry(NoBackoff(), 1))
+        # The subscriber connection must never reconnect behind our back (redis-py would
+        # resubscribe silently and the hub would not resync): a pool of its own, no retries.
+        self._subscriber = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2,
+                                          health_check_interval=10)
         self._handlers: dict[str, Handler] = {}
         self._on_reconnect: list[ReconnectHandler] = []
         self._conn: RedisPubSubConnection | None = None
@@ -58,6 +67,7 @@ class RedisPubSub:
         if self._conn is not None:
             await self._conn.aclose()  # type: ignore[no-untyped-call]
         await self.redis.aclose()
+        await self._subscriber.aclose()
 
     async def publish(self, channel: str, message: bytes) -> None:
         await self.redis.publish(channel, message)
@@ -105,7 +115,7 @@ class RedisPubSub:
             backoff = 0.1
 
     async def _session(self, *, announce: bool) -> None:
-        conn = self.redis.pubsub(ignore_subscribe_messages=True)
+        conn = self._subscriber.pubsub(ignore_subscribe_messages=True)
         try:
             async with self._lock:
                 await conn.subscribe(CONTROL_CHANNEL, *self._handlers)

@@ -34,11 +34,14 @@ async def find_room(ctx: Context, room_id: str) -> RoomAccess | None:
     room = await loaders.room.load(room_id)
     if room is None:
         return None
-    member = await loaders.membership.load((room_id, viewer.id))
-    invited = member is not None or await loaders.invited.load((room_id, viewer.id))
-    if not policy.can_see_room(viewer.role, room, member, invited):
-        return None
-    return RoomAccess(viewer, room, member, invited)
+    key = (room_id, viewer.id)
+    member = await loaders.membership.load(key)
+    invited = member is not None or await loaders.invited.load(key)
+    if policy.can_see_room(viewer.role, room, member, invited):
+        return RoomAccess(viewer, room, member, invited)
+    if policy.can_see_room(viewer.role, room, member, invited, await loaders.pending.load(key)):
+        return RoomAccess(viewer, room, member, invited)
+    return None
 
 
 async def access_room(ctx: Context, room_id: str) -> RoomAccess:

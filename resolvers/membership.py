@@ -77,7 +77,8 @@ async def leave_room(ctx: Context, room_id: str) -> RoomRecord:
     found = await access_room(ctx, room_id)
     if found.member is None:
         raise Conflict("you are not a participant of this room")
-    _, events = await participants.leave(ctx.db, room_id, found.viewer.id, revoke_invite=False)
+    _, events = await participants.leave(ctx.db, room_id, found.viewer.id, revoke_invite=False,
+                                       host_roles=policy.host_roles(found.room.type))
     await ctx.announce(events)
     return found.room
 
@@ -111,16 +112,26 @@ async def remove_participant(ctx: Context, room_id: str, user_id: str) -> RoomRe
     if not policy.can_remove(found.viewer.role, found.member, target):
         raise Forbidden("you may not remove this participant")
     # Removal also withdraws the invitation; otherwise the user could walk straight back in.
-    _, events = await participants.leave(ctx.db, room_id, user_id, revoke_invite=True)
+    _, events = await participants.leave(ctx.db, room_id, user_id, revoke_invite=True,
+                                       host_roles=policy.host_roles(found.room.type))
     await ctx.announce(events)
     return found.room
 
 
 async def set_participant_role(ctx: Context, room_id: str, user_id: str,
                                role: ParticipantRole) -> ParticipantRecord:
-    await access_room_for(ctx, room_id, policy.can_assign_roles, "assign roles in")
+    found = await access_room_for(ctx, room_id, policy.can_assign_roles, "assign roles in")
     await _target(ctx, room_id, user_id)
-    updated, events = await participants.set_role(ctx.db, room_id, user_id, role)
+    target = await ctx.loaders.user.load(user_id)
+    if target is None or not policy.can_hold_role(target.role, found.room.type, role):
+        raise BadInput("role", f"a {target.role.value if target else 'user'} cannot be "
+                               f"{role.name.lower()} of a {found.room.type.name} room")
+    current = await ctx.loaders.participants.load(room_id)
+    hosts = [p.user_id for p in current if p.role is ParticipantRole.HOST]
+    if hosts == [user_id] and role is not ParticipantRole.HOST:
+        raise Conflict("a room needs a host: make someone else host first")
+    updated, events = await participants.set_role(ctx.db, room_id, user_id, role,
+                                                  policy.host_roles(found.room.type))
     await ctx.announce(events)
     if updated is None:
         raise NotFound("participant")

@@ -31,12 +31,30 @@ def can_create_room(role: Role, room_type: RoomType) -> bool:
 
 
 def can_see_room(role: Role, room: RoomRecord, member: ParticipantRecord | None,
-                 invited: bool) -> bool:
-    """PRIVATE rooms are invisible to non-members; patients see only rooms they were
-    invited to (their presence in a room is health information, and so is a case)."""
+                 invited: bool, pending: bool = False) -> bool:
+    """PRIVATE rooms are invisible to non-members, except to someone waiting on their own
+    join request (they see it as outsiders see a PUBLIC room: no people, no messages);
+    patients see only rooms they were invited to (their presence in a room is health
+    information, and so is a case)."""
     if role is Role.ADMIN or member is not None or invited:
         return True
-    return room.visibility is Vis.PUBLIC and role is not Role.PATIENT
+    if role is Role.PATIENT:
+        return False
+    return room.visibility is Vis.PUBLIC or pending
+
+
+def host_roles(room_type: RoomType) -> list[str]:
+    """Who may take over as host when the last one leaves."""
+    return sorted(role.value for role in ROOM_CREATORS[room_type])
+
+
+def can_hold_role(user_role: Role, room_type: RoomType, role: ParticipantRole) -> bool:
+    """Hosts are people who could have opened the room; patients never moderate."""
+    if role is ParticipantRole.HOST:
+        return can_create_room(user_role, room_type)
+    if role is ParticipantRole.MODERATOR:
+        return user_role is not Role.PATIENT
+    return True
 
 
 def can_see_inside(role: Role, member: ParticipantRecord | None) -> bool:

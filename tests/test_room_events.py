@@ -31,7 +31,7 @@ from tests.rt_helpers import (
     send,
     stored_events,
 )
-from tests.wsclient import DURABLE, WSClient, connect, seq_of
+from tests.wsclient import DURABLE, connect, seq_of
 
 SENDERS, PER_SENDER = 10, 100
 
@@ -218,7 +218,7 @@ async def test_cursor_errors(fresh: LiveServer, people: People) -> None:
 
 
 async def test_who_may_subscribe(fresh: LiveServer, people: People) -> None:
-    host, (member,), private = await room_of(people, 1)
+    host, _, private = await room_of(people, 1)
     public = await make_room(host, visibility="PUBLIC", name="Open")
     outsider, patient = people.make_user("doctor"), people.make_user("patient")
     await register(outsider, patient)
@@ -250,18 +250,26 @@ async def test_removal_ends_the_subscription_with_forbidden(fresh: LiveServer,
         await removed.subscribe("slim", EVENTS_SLIM, {"room": rid})
         await stays.subscribe("s", EVENTS, {"room": rid})
         await attached(fresh, rid, 3)
+        # Messages keep coming while the removal commits: none after it may reach them.
+        burst = asyncio.gather(*(send(p, rid, f"around {n}")
+                                 for n in range(6) for p in (host, other)))
         await host.gql(REMOVE, room=rid, user=member.id)
         started = time.monotonic()
         assert await removed.error("s", 1.0) == ["FORBIDDEN"]
         assert await removed.error("slim", 1.0) == ["FORBIDDEN"]
         assert time.monotonic() - started < 1.0
+        await burst
         after = await send(host, rid, "after the removal")
-        (left, posted) = await stays.durable("s", 2)
-        assert left["__typename"] == "ParticipantLeft" and left["user"]["id"] == member.id
-        assert posted["message"]["id"] == after["id"]
+        events = await stays.until("s", lambda e: e.get("message", {}).get("id") == after["id"])
+        assert [e["user"]["id"] for e in events if e["__typename"] == "ParticipantLeft"] == [
+            member.id]
         await removed.quiet(0.5)
         assert removed.pending("s") == removed.pending("slim") == []
         assert removed.close_code is None  # the socket itself stays usable
+    (left,) = [e for e in stored_events(fresh, rid) if e.type.value == "ParticipantLeft"]
+    frames = [m for m in removed.log if m["type"] == "next"]
+    assert all(seq_of(m["payload"]["data"]["roomEvents"]["cursor"]) <= left.seq for m in frames)
+    assert [m["type"] for m in removed.log if m.get("id") == "s"][-1] == "error"
     await attached(fresh, rid, 0)
 
 

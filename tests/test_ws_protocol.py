@@ -8,8 +8,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from joserfc import jwt
+from joserfc.jwk import OctKey
 from websockets.exceptions import InvalidStatus
 
 from auth.tokens import Role
@@ -23,8 +26,8 @@ from tests.wsclient import WSClient, bearer, connect, seq_of
 ALLOWED = "https://app.example"
 
 
-async def opened(live: LiveServer, **options: object) -> WSClient:
-    return await WSClient.open(live.ws_url, **options)  # type: ignore[arg-type]
+async def opened(live: LiveServer, **options: Any) -> WSClient:
+    return await WSClient.open(live.ws_url, **options)
 
 
 async def room_with_member(people: People) -> tuple[Persona, Persona, str]:
@@ -35,7 +38,11 @@ async def room_with_member(people: People) -> tuple[Persona, Persona, str]:
 
 
 @pytest.mark.parametrize("frame", [
-    "{not json", '"a string"', '{"type": "bogus"}', '{"payload": {}}', "[1, 2]",
+    "{not json", '"a string"', "[1, 2]", "null", '{"type": "bogus"}', '{"payload": {}}',
+    '{"type": "subscribe", "id": "1"}', '{"type": "subscribe", "id": "1", "payload": "x"}',
+    '{"type": "subscribe", "id": "1", "payload": {"query": 5}}',
+    '{"type": "subscribe", "id": "1", "payload": {"query": "{ me { id } }", "variables": 5}}',
+    '{"type": "subscribe", "payload": {"query": "subscription { __typename }"}}',
 ])
 async def test_invalid_messages_close_with_4400(fresh: LiveServer, people: People,
                                                 frame: str) -> None:
@@ -57,7 +64,7 @@ async def test_bad_connection_init_payload_and_binary_frames_close_with_4400(
 
 async def test_subscribe_before_the_ack_closes_with_4401(fresh: LiveServer,
                                                          people: People) -> None:
-    _, member, rid = await room_with_member(people)
+    _, _, rid = await room_with_member(people)
     for query in (EVENTS, "subscription { __typename }"):
         client = await opened(fresh)
         await client.subscribe("1", query, {"room": rid})
@@ -69,24 +76,28 @@ async def test_subscribe_before_the_ack_closes_with_4401(fresh: LiveServer,
     {"authToken": 42}, "wrong-secret", "expired",
 ])
 async def test_bad_or_missing_tokens_close_with_4403(fresh: LiveServer, people: People,
-                                                     payload: object) -> None:
+                                                     payload: Any) -> None:
     if payload == "wrong-secret":
         other = settings_for(fresh.settings.graph_data_dir,
                              jwt_secret_key="another-secret-0123456789abcdef")
         token = People(other, fresh.url).token_for("doctor-x", "X", Role.DOCTOR)
         payload = bearer(token)
     elif payload == "expired":
-        payload = bearer(people.token_for("doctor-y", "Y", Role.DOCTOR,
-                                          ttl=timedelta(minutes=-5)))
+        past = int(time.time()) - 600  # well beyond the verifier's leeway
+        claims = {"sub": "doctor-y", "name": "Y", "role": "doctor", "iat": past - 60,
+                  "exp": past}
+        key = OctKey.import_key(fresh.settings.jwt_secret_key)
+        payload = bearer(jwt.encode({"alg": "HS256"}, claims, key, algorithms=["HS256"]))
     client = await opened(fresh)
-    await client.init(payload, ack=False)  # type: ignore[arg-type]
+    await client.init(payload, ack=False)
     assert await client.expect_close(4403) == []
 
 
 async def test_a_token_expiring_while_connected_closes_with_4403(fresh: LiveServer,
                                                                  people: People) -> None:
     host, member, rid = await room_with_member(people)
-    token = people.token_for(member.id, member.name, member.role, ttl=timedelta(seconds=2))
+    # exp is in whole seconds: this one ends 2 to 3 s from now.
+    token = people.token_for(member.id, member.name, member.role, ttl=timedelta(seconds=3))
     client = await connect(fresh.ws_url, token)
     connected = time.monotonic()
     await client.subscribe("s", EVENTS, {"room": rid})
@@ -95,7 +106,7 @@ async def test_a_token_expiring_while_connected_closes_with_4403(fresh: LiveServ
     (event,) = await client.durable("s", 1)
     assert event["message"]["id"] == posted["id"]
     await client.expect_close(4403, timeout=6)
-    assert 1.0 <= time.monotonic() - connected <= 6.0
+    assert 1.5 <= time.monotonic() - connected <= 4.0
     await attached(fresh, rid, 0)
 
 
@@ -130,12 +141,9 @@ async def test_a_second_connection_init_closes_with_4429(fresh: LiveServer,
     assert await client.expect_close(4429) == []
 
 
-async def test_the_legacy_graphql_ws_subprotocol_is_refused(fresh: LiveServer,
-                                                            people: People) -> None:
-    user = people.make_user("doctor")
+async def test_the_legacy_graphql_ws_subprotocol_is_refused(fresh: LiveServer) -> None:
     client = await opened(fresh, subprotocols=("graphql-ws",))
-    assert client.ws.subprotocol is None
-    await client.send({"type": "connection_init", "payload": bearer(user.token)})
+    assert client.ws.subprotocol is None  # not chosen, and the socket is closed at once
     assert await client.expect_close(4406) == []
 
 
@@ -198,7 +206,6 @@ async def test_a_slow_consumer_is_closed_with_1013_and_the_room_goes_on(
     events = await fast.durable("f", count, timeout=20)
     assert [seq_of(e["cursor"]) for e in events] == list(range(head + 1, head + count + 1))
     assert [e["message"]["seq"] for e in events] == list(range(head + 1, head + count + 1))
-    print("BURST", time.monotonic() - started)
 
     slow.resume()
     await slow.expect_close(1013, timeout=10)

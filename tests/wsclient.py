@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 from collections.abc import Callable
@@ -73,8 +74,8 @@ class WSClient:
             await asyncio.get_running_loop().sock_connect(
                 sock, (parsed.hostname, parsed.port))
             options["sock"] = sock
-        ws = await ws_connect(url, subprotocols=list(subprotocols) or None,  # type: ignore[arg-type]
-                              origin=origin, compression=None, max_size=None,  # type: ignore[arg-type]
+        ws = await ws_connect(url, subprotocols=list(subprotocols) or None,
+                              origin=origin, compression=None, max_size=None,
                               max_queue=max_queue, ping_interval=None, open_timeout=10,
                               **options)
         return cls(ws)
@@ -128,6 +129,12 @@ class WSClient:
         self.close_reason = self.ws.close_reason or ""
         self._changed.set()
 
+    async def _wait(self, seconds: float) -> None:
+        """Until something arrives (or the socket closes), at most `seconds`."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), seconds)
+
     async def next_message(self, timeout: float = 5.0, *, id: str | None = None
                            ) -> dict[str, Any]:
         """The next message (of operation `id`); Closed if the socket closes first."""
@@ -148,11 +155,7 @@ class WSClient:
             if remaining <= 0:
                 raise AssertionError(f"no message{'' if id is None else ' for ' + id} "
                                      f"within {timeout}s")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
+            await self._wait(remaining)
 
     async def event(self, id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The next roomEvents event of operation `id` (asserts a `next` without errors)."""
@@ -217,11 +220,7 @@ class WSClient:
         while self.close_code is None:
             remaining = deadline - loop.time()
             assert remaining > 0, f"still open after {timeout}s (expected {code})"
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                pass
+            await self._wait(remaining)
         assert self.close_code == code, (self.close_code, self.close_reason)
         return self.pending()
 

@@ -73,6 +73,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             expiry.cancel()
         await super().shutdown()
 
+    async def handle_message(self, message: Any) -> None:
+        # strawberry catches only KeyError: a frame of another shape (a JSON array, a string
+        # payload, a non-string query) would crash the connection (1006) instead of 4400.
+        if not _well_formed(message):
+            await self.handle_invalid_message("Failed to parse message")
+            return
+        await super().handle_message(message)
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         payload = message["payload"]
         compiled: Compiled = self.view.documents.get(  # type: ignore[attr-defined]
@@ -152,3 +160,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 operation.task.cancel()
 
         spawn(finish())
+
+
+def _well_formed(message: Any) -> bool:
+    """The shapes graphql-transport-ws defines (unknown types are rejected by strawberry)."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return False
+    kind = message["type"]
+    if kind in ("subscribe", "complete") and not isinstance(message.get("id"), str):
+        return False
+    if kind != "subscribe":
+        return True
+    payload = message.get("payload")
+    return (isinstance(payload, dict) and isinstance(payload.get("query"), str)
+            and isinstance(payload.get("variables") or {}, dict)
+            and isinstance(payload.get("operationName") or "", str)
+            and isinstance(payload.get("extensions") or {}, dict))
