@@ -133,12 +133,22 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "graph": True})
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
+    import signal
+
     import uvicorn
 
     settings = load_settings()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal once it has restored
+    # the previous handler: with the default one the process dies of SIGTERM (status 143)
+    # after a clean stop. This handler turns that into exit status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(create_app(settings), host=settings.collaboration_host,
                 port=settings.collaboration_port, ws="websockets-sansio",
                 ws_per_message_deflate=False, ws_ping_interval=settings.ws_heartbeat_interval,

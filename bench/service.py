@@ -20,10 +20,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from collections.abc import AsyncIterator
 from typing import IO, Any
 
 import httpx
@@ -43,7 +43,8 @@ CREATE_ROOM = """mutation($input: CreateRoomInput!) { createRoom(input: $input) 
 JOIN_ROOM = """mutation($id: ID!) { joinRoom(id: $id) { status } }"""
 
 
-def _raise_nofile() -> None:
+def raise_nofile() -> None:
+    """Raises this process's open-files limit to the hard limit; children inherit it."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -79,6 +80,7 @@ class Server:
         return self.work_dir / f"{self.kind}-server.log"
 
     def start(self) -> Server:
+        raise_nofile()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.kind == "ours":
             assert self.graph is not None, "start graph_server() first"
@@ -97,7 +99,7 @@ class Server:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(["taskset", "-c", str(self.core), *cmd], cwd=ROOT,
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     preexec_fn=_raise_nofile, start_new_session=True)
+                                     start_new_session=True)
         return self
 
     async def wait_ready(self, timeout: float = 180.0) -> None:
@@ -133,8 +135,10 @@ async def graph_server(data_dir: Path, core: int = 0) -> AsyncIterator[EmbeddedG
     """The embedded ArcadeDB (a JVM), all its threads pinned to `core`."""
     async with EmbeddedGraphServer(data_dir, heap="1g") as graph:
         if graph.pid is not None:
-            subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(graph.pid)],
-                           check=True, stdout=subprocess.DEVNULL)
+            pin = await asyncio.create_subprocess_exec(
+                "taskset", "-a", "-p", "-c", str(core), str(graph.pid),
+                stdout=subprocess.DEVNULL)
+            await pin.wait()
         yield graph
 
 

@@ -232,8 +232,10 @@ class EmbeddedGraphServer:
                 stdout=log,
                 stderr=log,
                 cwd=self._data_dir,
-                # Own group: a terminal's Ctrl-C must not kill it before our orderly stop().
-                process_group=0,
+                # Own session and group: a terminal's Ctrl-C must not kill it before our
+                # orderly stop(). (start_new_session, not process_group: uvloop, uvicorn's
+                # default loop, refuses process_group.)
+                start_new_session=True,
                 # The JVM inherits the flock, so the directory stays locked until it is gone.
                 pass_fds=(lock_fd,),
                 preexec_fn=_die_with_parent_hook(),

@@ -7,7 +7,14 @@ from typing import Any
 
 from graph_db.driver import GraphDB, Tx
 from graph_db.events import EventType, append_event
-from graph_db.models import ParticipantRole, RoomRecord, RoomType, RoomVisibility, now_ms
+from graph_db.models import (
+    ParticipantRecord,
+    ParticipantRole,
+    RoomRecord,
+    RoomType,
+    RoomVisibility,
+    now_ms,
+)
 from graph_db.participants import Written, lock_room
 
 CREATE = """
@@ -151,3 +158,37 @@ async def soft_delete_room(db: GraphDB, room_id: str, by: str) -> Written[bool]:
         return True, [await append_event(tx, room_id, EventType.ROOM_CLOSED, user_id=by)]
 
     return await db.write(work, serialize_on=room_id)
+
+
+STANDING = """
+UNWIND $keys AS key
+OPTIONAL MATCH (r:Room {id: key[0]}) WHERE r.deletedAt IS NULL
+OPTIONAL MATCH (u:User {id: key[1]})-[m:MEMBER_OF]->(r)
+RETURN r {.*} AS r,
+       CASE WHEN m IS NULL THEN NULL
+            ELSE {roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt} END AS p,
+       r IS NOT NULL AND EXISTS { (:User {id: key[1]})-[:INVITED_TO]->(r) } AS invited,
+       r IS NOT NULL AND EXISTS { (:JoinRequest {roomId: key[0], userId: key[1],
+                                                  status: 'PENDING'}) } AS pending
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A room and one user's standing in it, read together (one query for an access check)."""
+
+    room: RoomRecord
+    member: ParticipantRecord | None
+    invited: bool
+    pending: bool
+
+
+async def standings(db: GraphDB, keys: list[tuple[str, str]]) -> list[Standing | None]:
+    rows = await db.read_rows(STANDING, keys=[list(k) for k in keys])
+    return [
+        Standing(room=RoomRecord.from_row(r["r"]),
+                 member=ParticipantRecord.from_row(r["p"]) if r["p"] else None,
+                 invited=bool(r["invited"]), pending=bool(r["pending"]))
+        if r["r"] else None
+        for r in rows
+    ]

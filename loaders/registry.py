@@ -43,6 +43,9 @@ class Loaders:
         self.invited: DataLoader[tuple[str, str], bool] = _loader(db, participants.invitations)
         self.pending: DataLoader[tuple[str, str], bool] = _loader(
             db, join_requests.pending_keys)
+        # Keyed by (room id, user id): the room with the user's standing, for access checks.
+        self.standing: DataLoader[tuple[str, str], rooms.Standing | None] = _loader(
+            db, rooms.standings)
         self.shares_room: DataLoader[str, bool] = _loader(
             db, lambda d, ids: users.shares_room_with(d, viewer_id or "", ids))
         self.message: DataLoader[str, MessageRecord | None] = _loader(

@@ -19,18 +19,24 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 SLOW_CONSUMER_CODE = 1013  # "try again later": clients reconnect and resume with a cursor
-OUTBOX_LIMIT = 512
+OUTBOX_FRAMES = 512
+OUTBOX_BYTES = 1 << 20
+ABORT_AFTER_S = 5.0  # a peer that cannot even take the close frame is cut off
 
 
 class Outbox:
     """Frames for one WebSocket connection, written in order without blocking the caller."""
 
     def __init__(self, send: Send, writable: Callable[[], bool],
-                 limit: int = OUTBOX_LIMIT) -> None:
+                 abort: Callable[[], None] | None = None, *,
+                 max_frames: int = OUTBOX_FRAMES, max_bytes: int = OUTBOX_BYTES) -> None:
         self._send = send
         self._writable = writable
+        self._abort = abort
         self._queue: deque[str] = deque()
-        self._limit = limit
+        self._queued_chars = 0
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
         self._drainer: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -45,10 +51,11 @@ class Outbox:
             except Exception:  # the peer went away; its handler cleans up
                 self.closed = True
             return
-        if len(self._queue) >= self._limit:
+        if len(self._queue) >= self._max_frames or self._queued_chars > self._max_bytes:
             self.close(SLOW_CONSUMER_CODE, "slow consumer: reconnect and resume with a cursor")
             return
         self._queue.append(frame)
+        self._queued_chars += len(frame)
         if self._drainer is None:
             self._drainer = spawn(self._drain())
 
@@ -56,6 +63,7 @@ class Outbox:
         try:
             while self._queue and not self.closed:
                 frame = self._queue.popleft()
+                self._queued_chars -= len(frame)
                 await self._send({"type": "websocket.send", "text": frame})
         except Exception:
             self.closed = True
@@ -67,8 +75,11 @@ class Outbox:
             return
         self.closed = True
         self._queue.clear()
+        self._queued_chars = 0
         log.info("closing websocket: %s", reason)
         spawn(self._close(code, reason))
+        if self._abort is not None:
+            asyncio.get_running_loop().call_later(ABORT_AFTER_S, self._abort)
 
     async def _close(self, code: int, reason: str) -> None:
         try:

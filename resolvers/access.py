@@ -31,17 +31,18 @@ async def find_room(ctx: Context, room_id: str) -> RoomAccess | None:
     if not _plausible(room_id):
         return None
     loaders = ctx.loaders
-    room = await loaders.room.load(room_id)
-    if room is None:
-        return None
     key = (room_id, viewer.id)
-    member = await loaders.membership.load(key)
-    invited = member is not None or await loaders.invited.load(key)
-    if policy.can_see_room(viewer.role, room, member, invited):
-        return RoomAccess(viewer, room, member, invited)
-    if policy.can_see_room(viewer.role, room, member, invited, await loaders.pending.load(key)):
-        return RoomAccess(viewer, room, member, invited)
-    return None
+    standing = await loaders.standing.load(key)
+    if standing is None:
+        return None
+    room, member = standing.room, standing.member
+    # Later field resolvers ask for these separately: answer them from this read.
+    loaders.room.prime(room_id, room)
+    loaders.membership.prime(key, member)
+    invited = member is not None or standing.invited
+    if not policy.can_see_room(viewer.role, room, member, invited, standing.pending):
+        return None
+    return RoomAccess(viewer, room, member, invited)
 
 
 async def access_room(ctx: Context, room_id: str) -> RoomAccess:

@@ -116,8 +116,12 @@ class Context:
         self.loaders.clear_all()
 
     def new_loaders(self) -> Loaders:
-        return Loaders(self.services.db, self.auth.id if isinstance(self.auth, Viewer) else None,
-                       self.services.hub.presence)
+        viewer = self.auth if isinstance(self.auth, Viewer) else None
+        loaders = Loaders(self.services.db, viewer.id if viewer else None,
+                          self.services.hub.presence)
+        if viewer is not None:
+            loaders.user.prime(viewer.id, viewer.user)  # fresh from the token's upsert
+        return loaders
 
     def start_operation(self) -> contextvars.Token[Loaders | None]:
         # Set in the operation's own task, before graphql-core fans out into child tasks

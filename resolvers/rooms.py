@@ -99,7 +99,7 @@ async def _check_invitees(ctx: Context, user_ids: list[str]) -> None:
     found = await ctx.loaders.user.load_many(user_ids)
     for user in found:
         if user is None or not await can_see_user(ctx, user):
-            raise BadInput("inviteUserIds", "unknown user")
+            raise BadInput("input.inviteUserIds", "unknown user")
 
 
 async def _reload(ctx: Context, room_id: str) -> RoomRecord:

@@ -279,9 +279,12 @@ async def test_presence_counts_sockets_on_every_instance(
         on_a = await RoomSubscription.open(a.ws_url, user.token, room_id)
         subs.append(on_a)
         await watcher.wait_until(lambda: presence() == [True], 10, "user online via A")
-        on_b = await RoomSubscription.open(b.ws_url, user.token, room_id)
+        hello = await send(host, room_id, "hello")
+        on_b = await RoomSubscription.open(b.ws_url, user.token, room_id,
+                                           after=event_cursor.encode(room_id, hello["seq"]))
         subs.append(on_b)
-        await asyncio.sleep(0.5)
+        ping = await send(host, room_id, "ping")  # received on B: that socket is attached
+        await on_b.reach(ping["seq"], 10, "the user's socket on B")
         assert await online_in(host, room_id, user.id)
         assert await online_in(user_b, room_id, user.id)
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.gql_helpers import bad_input, failure, register
+from tests.gql_helpers import bad_input, register
 from tests.harness import LiveServer
 from tests.personas import People, Persona, make_room
 
@@ -313,14 +313,12 @@ async def test_unknown_enum_value(people: People) -> None:
 
 async def test_invitees_must_exist_and_fit(people: People) -> None:
     doc = people.make_user("doctor")
-    error = await bad_input(doc, CREATE, input={"name": "x", "type": "TEACHING",
-                                                "inviteUserIds": ["nobody-here"]})
-    assert "inviteUserIds" in error["message"]
+    await bad_input(doc, CREATE, "input.inviteUserIds", input={
+        "name": "x", "type": "TEACHING", "inviteUserIds": ["nobody-here"]})
     guests = [people.make_user("doctor") for _ in range(2)]
     await register(*guests)
     await bad_input(doc, CREATE, "input.inviteUserIds", input={
         "name": "x", "type": "TEACHING", "maxParticipants": 2,
         "inviteUserIds": [g.id for g in guests]})
-    error = await failure(doc, CREATE, input={"name": "x", "type": "TEACHING",
-                                              "inviteUserIds": ["x" * 129]})
-    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    await bad_input(doc, CREATE, "input.inviteUserIds", input={
+        "name": "x", "type": "TEACHING", "inviteUserIds": ["x" * 129]})

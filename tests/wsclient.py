@@ -213,15 +213,18 @@ class WSClient:
         rest = self.log[self._pos.get(key, 0):]
         return [m for m in rest if id is None or m.get("id") == id]
 
-    async def expect_close(self, code: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Waits for the server to close the socket with `code`; the unread messages."""
+    async def expect_close(self, code: int | set[int], timeout: float = 5.0
+                           ) -> list[dict[str, Any]]:
+        """Waits for the server to close the socket with `code` (or one of a set of codes);
+        the unread messages."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.close_code is None:
             remaining = deadline - loop.time()
             assert remaining > 0, f"still open after {timeout}s (expected {code})"
             await self._wait(remaining)
-        assert self.close_code == code, (self.close_code, self.close_reason)
+        codes = code if isinstance(code, set) else {code}
+        assert self.close_code in codes, (self.close_code, self.close_reason)
         return self.pending()
 
     async def close(self) -> None:

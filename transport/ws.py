@@ -55,6 +55,12 @@ def writable_probe(send: Send) -> Callable[[], bool]:
     return lambda: False  # unknown server: always go through the drain task
 
 
+def abort_probe(send: Send) -> Callable[[], None] | None:
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    return abort if callable(abort) else None
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     _outbox: Outbox | None = None
 
@@ -62,7 +68,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self._outbox is None:
             ws = self.websocket.ws  # type: ignore[attr-defined]
             send = ws.scope.get(RAW_SEND_KEY) or ws._send
-            self._outbox = Outbox(send, writable_probe(send))
+            self._outbox = Outbox(send, writable_probe(send), abort_probe(send))
         return self._outbox
 
     async def shutdown(self) -> None:

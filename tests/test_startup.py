@@ -1,0 +1,213 @@
+"""Start-up and shutdown: configuration errors name the variable, the schema is created once
+and data survives a restart, and `python -m app` starts, logs safely and stops cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from auth import issue_dev_token
+from graph_db.embedded import PASSWORD_FILE, find_free_port
+from graph_db.models import Role
+from graph_db.schema_setup import STATEMENTS, ensure_schema
+from settings import PLACEHOLDER_SECRET, load_settings
+from tests.conftest import SECRET
+from tests.conftest import make_settings as settings_for
+from tests.harness import LiveServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CONSTRAINTS = sorted(re.findall(r"CREATE CONSTRAINT (\w+)", " ".join(STATEMENTS)))
+INDEXES = sorted(re.findall(r"CREATE INDEX (\w+)", " ".join(STATEMENTS)))
+_SETTINGS_VARS = ("ENVIRONMENT", "JWT_SECRET_KEY", "JWT_JWKS_URL", "JWT_JWKS_FILE",
+                  "COLLABORATION_PORT", "ROOM_MAX_PARTICIPANTS", "LOG_LEVEL", "NEO4J_URI",
+                  "JWT_LEEWAY_SECONDS", "CONNECTION_POOL_SIZE")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in _SETTINGS_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    return monkeypatch
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("COLLABORATION_PORT", "abc"),
+    ("COLLABORATION_PORT", "70000"),
+    ("ROOM_MAX_PARTICIPANTS", "1"),
+    ("ROOM_MAX_PARTICIPANTS", "many"),
+    ("LOG_LEVEL", "chatty"),
+    ("ENVIRONMENT", "moon"),
+    ("JWT_LEEWAY_SECONDS", "-1"),
+    ("CONNECTION_POOL_SIZE", "0"),
+])
+def test_bad_value_names_the_variable(clean_env: pytest.MonkeyPatch, name: str,
+                                      value: str) -> None:
+    clean_env.setenv(name, value)
+    with pytest.raises(SystemExit) as info:
+        load_settings()
+    message = str(info.value.code)
+    assert message.startswith("invalid configuration:")
+    assert f"{name}:" in message, message
+
+
+def test_good_values_load(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("COLLABORATION_PORT", "9100")
+    clean_env.setenv("ROOM_MAX_PARTICIPANTS", "2")
+    clean_env.setenv("CORS_ORIGINS", "https://a.example, https://b.example,")
+    settings = load_settings()
+    assert (settings.collaboration_port, settings.room_max_participants) == (9100, 2)
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.jwt_secret_key == PLACEHOLDER_SECRET  # fine in development
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_placeholder_secret_refused_outside_development(clean_env: pytest.MonkeyPatch,
+                                                        environment: str) -> None:
+    clean_env.setenv("ENVIRONMENT", environment)
+    with pytest.raises(SystemExit) as info:
+        load_settings()
+    assert "JWT_SECRET_KEY" in str(info.value.code)
+    clean_env.setenv("JWT_SECRET_KEY", PLACEHOLDER_SECRET)
+    with pytest.raises(SystemExit):
+        load_settings()
+    clean_env.setenv("JWT_SECRET_KEY", "short")
+    with pytest.raises(SystemExit) as info:
+        load_settings()
+    assert "JWT_SECRET_KEY" in str(info.value.code)
+    clean_env.setenv("JWT_SECRET_KEY", SECRET)
+    assert load_settings().is_production is (environment == "production")
+
+
+# --- restart on the same data directory -----------------------------------------------------
+
+
+def schema_names(server: LiveServer) -> tuple[list[str], list[str]]:
+    db = server.services.db
+    constraints = [r["name"] for r in server.call(db.read_rows("SHOW CONSTRAINTS"))]
+    indexes = [r["name"] for r in server.call(db.read_rows("SHOW INDEXES"))
+               if r.get("owningConstraint") is None]
+    return sorted(constraints), sorted(indexes)
+
+
+def gql(server: LiveServer, token: str, query: str, **variables: object) -> dict[str, object]:
+    response = httpx.post(f"{server.url}/graphql", json={"query": query, "variables": variables},
+                          headers={"authorization": f"Bearer {token}"}, timeout=30)
+    body = response.json()
+    assert response.status_code == 200 and not body.get("errors"), body
+    data: dict[str, object] = body["data"]
+    return data
+
+
+def test_restart_keeps_data_and_creates_the_schema_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data_dir = tmp_path / "graph"
+    assert not data_dir.exists()
+    settings = settings_for(data_dir)
+    token = issue_dev_token(settings, user_id="doc-restart", name="Dr Restart",
+                            role=Role.DOCTOR)
+    create = ('mutation { createRoom(input: {name: "Survivor", type: TEACHING}) '
+              '{ id } }')
+
+    first = LiveServer(settings).start()
+    try:
+        room_id = gql(first, token, create)["createRoom"]["id"]  # type: ignore[index]
+        assert schema_names(first) == (CONSTRAINTS, INDEXES)
+        # Running the DDL again (what every start does) adds nothing and raises nothing.
+        first.call(ensure_schema(first.services.db))
+        assert schema_names(first) == (CONSTRAINTS, INDEXES)
+    finally:
+        first.stop()
+
+    caplog.clear()
+    second = LiveServer(settings_for(data_dir)).start()
+    try:
+        assert schema_names(second) == (CONSTRAINTS, INDEXES)
+        room = gql(second, token, "query($id: ID!) { room(id: $id) { name host { id } } }",
+                   id=room_id)["room"]
+        assert room == {"name": "Survivor", "host": {"id": "doc-restart"}}
+        count = second.call(second.services.db.read_rows("MATCH (r:Room) RETURN count(r) AS n"))
+        assert count == [{"n": 1}]
+    finally:
+        second.stop()
+    errors = [r for r in caplog.records if r.levelno >= 40]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+# --- `python -m app` ------------------------------------------------------------------------
+
+
+def java_pids(data_dir: Path) -> list[int]:
+    marker = f"-Darcadedb.server.rootPath={data_dir.resolve()}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "cmdline").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path,
+               timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"exited with {proc.returncode} during start-up:\n{log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"not ready within {timeout} s:\n{log.read_text()}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_python_m_app_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    data_dir = tmp_path / "graph"
+    port = find_free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JWT_", "NEO4J_", "REDIS_")) and k not in _SETTINGS_VARS}
+    env.update(ENVIRONMENT="development", GRAPH_DATA_DIR=str(data_dir), LOG_LEVEL="INFO",
+               COLLABORATION_PORT=str(port), COLLABORATION_HOST="127.0.0.1",
+               PYTHONUNBUFFERED="1")
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(proc, port, log)
+        (jvm,) = java_pids(data_dir)
+        password = (data_dir / PASSWORD_FILE).read_text().strip()
+        assert len(password) >= 16
+        # The password is passed as a file path, never on a command line.
+        assert password.encode() not in Path(f"/proc/{jvm}/cmdline").read_bytes()
+
+        proc.send_signal(sig)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert f"127.0.0.1:{port}" in text
+    assert "embedded ArcadeDB" in text and str(data_dir.resolve()) in text
+    assert password not in text
+    assert password not in (data_dir / "server.log").read_text(errors="replace")
+    assert "Traceback" not in text, text
+    assert "Application shutdown complete" in text
+    deadline = time.monotonic() + 10
+    while java_pids(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert java_pids(data_dir) == []
