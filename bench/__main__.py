@@ -86,6 +86,26 @@ async def run_loadgen(server: Server, plan: Plan, setup: Path | None, db_pid: in
 
 # -- the report ---------------------------------------------------------------------------
 
+def best_of(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (N, server): the best throughput, the best latency and the smallest memory figure
+    among the rounds (the machine is shared: the best is the least disturbed)."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["n"], run["kind"]), []).append(run)
+    best = []
+    for group in groups.values():
+        ok = [r for r in group if "throughput" in r]
+        if not ok:
+            best.append(group[0])
+            continue
+        top = max(ok, key=lambda r: r["throughput"]["deliveries_per_s"])
+        merged = dict(top, rounds=len(ok))
+        merged["latency"] = min(ok, key=lambda r: r["latency"]["p99_ms"])["latency"]
+        merged["kb_per_sub"] = min(r["kb_per_sub"] for r in ok)
+        best.append(merged)
+    return best
+
+
 def _ratio(value: float | None, base: float | None) -> str:
     if value is None or not base or value < 0 or base < 0:
         return "–"
@@ -99,9 +119,9 @@ def _get(result: dict[str, Any], phase: str, key: str) -> float | None:
 
 def table(results: list[dict[str, Any]]) -> str:
     by = {(r["n"], r["kind"]): r for r in results}
-    rows = ["| N | server | deliveries/s | × raw | p50 ms | p99 ms | p99 × raw "
-            "| KB/idle sub | × raw | goals |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    rows = ["| N | server | deliveries/s | × raw | per server CPU-s × raw | p50 ms | p99 ms "
+            "| p99 × raw | KB/idle sub | × raw | goals |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for n in sorted({r["n"] for r in results}):
         raw = by.get((n, "raw"), {})
         for kind in ("raw", "ours"):
@@ -110,7 +130,7 @@ def table(results: list[dict[str, Any]]) -> str:
                 continue
             if "failed" in r or "throughput" not in r:
                 rows.append(f"| {n:,} | {kind} | failed: {r.get('failed') or r.get('first_error')}"
-                            " | | | | | | | |")
+                            " | | | | | | | | |")
                 continue
             dps, p50 = _get(r, "throughput", "deliveries_per_s"), _get(r, "latency", "p50_ms")
             p99, kb = _get(r, "latency", "p99_ms"), float(r["kb_per_sub"])
@@ -126,8 +146,11 @@ def table(results: list[dict[str, Any]]) -> str:
                 ok = p99 <= P99_GOAL * raw_p99
                 marks.append(f"p99 ≤ {P99_GOAL:g}× raw: {'met' if ok else 'MISSED'}")
                 goals = "; ".join(marks)
+            per_cpu = _get(r, "throughput", "deliveries_per_server_cpu_s")
+            raw_per_cpu = _get(raw, "throughput", "deliveries_per_server_cpu_s")
             rows.append(
-                f"| {n:,} | {kind} | {dps or 0:,.0f} | {_ratio(dps, raw_dps)} | {p50} | {p99} "
+                f"| {n:,} | {kind} | {dps or 0:,.0f} | {_ratio(dps, raw_dps)} "
+                f"| {_ratio(per_cpu, raw_per_cpu)} | {p50} | {p99} "
                 f"| {_ratio(p99, raw_p99)} | {kb:.1f} "
                 f"| {_ratio(kb, float(raw.get('kb_per_sub', 0)))} | {goals} |")
     return "\n".join(rows)
@@ -183,16 +206,19 @@ async def measure(args: argparse.Namespace, sizes: list[int],
                       f"{time.monotonic() - t0:.0f} s", file=sys.stderr)
                 setup = work / "room.json"
                 setup.write_text(json.dumps(room.as_json()))
-                for n in sizes:
+                for round_no, n in ((r, n) for r in range(args.rounds) for n in sizes):
                     plan = plan_for(n, args.messages, args.quick)
-                    for server in (raw, ours):
+                    for server in (raw, ours) if round_no % 2 == 0 else (ours, raw):
+                        started = time.monotonic()
                         profile = profile_dir / f"ours-{n}.speedscope.json" \
                             if profile_dir is not None and server.kind == "ours" else None
                         result = await run_loadgen(
                             server, plan, setup if server is ours else None,
                             graph.pid if server is ours else None, profile, args.run_timeout)
                         results.append(result)
-                        print(f"N={n:,} {server.kind}: {json.dumps(result)}", file=sys.stderr)
+                        print(f"round {round_no + 1}, N={n:,} {server.kind} "
+                              f"({time.monotonic() - started:.0f} s): {json.dumps(result)}",
+                              file=sys.stderr)
                         await asyncio.sleep(SETTLE_S[server.kind])
             finally:
                 raw.stop()
@@ -211,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results = asyncio.run(measure(args, sizes, profile_dir))
+    runs = asyncio.run(measure(args, sizes, profile_dir))
+    results = best_of(runs)
     print(f"\nSubscription fan-out, {os.cpu_count()} cores (server: core 0, loadgen: core 1), "
           f"{time.monotonic() - started:.0f} s\n")
     print(table(results))
@@ -219,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
           "light steady load; throughput: publishing faster than the server fans out.\n")
     print(diagnostics(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps(runs, indent=1))
     if profile_dir is not None:
         for path in sorted(profile_dir.glob("ours-*.speedscope.json")):
             print(f"\n{path.name}: own time, top functions\n{top_functions(path)}")
@@ -237,6 +264,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="distinct users (subscription i is user i mod this; 0: one per "
                         "subscription). Each user's first socket announces presence to every "
                         "live subscriber: N distinct users cost N²/2 frames before the run")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="rounds (alternating which server goes first); best of them reported")
     p.add_argument("--json", help="also write the raw results here")
     p.add_argument("--profile", help="directory for py-spy profiles of ours (throughput)")
     p.add_argument("--run-timeout", type=float, default=600.0, help="bound of one run, s")

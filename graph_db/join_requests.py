@@ -113,12 +113,3 @@ async def decide(db: GraphDB, request: JoinRequestRecord, *, approve: bool, deci
         return (DecideOutcome.DONE, JoinRequestRecord.from_row(row["j"])), events
 
     return await db.write(work, serialize_on=request.room_id)
-
-
-async def cancel_pending(tx: Tx, room_id: str, user_id: str) -> None:
-    """A user who joins by other means (an invitation) no longer waits for a decision."""
-    await tx.rows(
-        "MATCH (j:JoinRequest {roomId: $roomId, userId: $userId, status: 'PENDING'}) "
-        "SET j.status = 'CANCELLED', j.decidedAt = $now",
-        roomId=room_id, userId=user_id, now=now_ms(),
-    )

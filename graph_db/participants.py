@@ -51,6 +51,11 @@ ON CREATE SET m.role = $role, m.joinedAt = $now, m.lastReadSeq = coalesce(r.seq,
 RETURN {_FIELDS} AS p
 """
 
+CANCEL_PENDING = """
+MATCH (j:JoinRequest {roomId: $roomId, userId: $userId, status: 'PENDING'})
+SET j.status = 'CANCELLED', j.decidedAt = $now
+"""
+
 INVITE = """
 MATCH (u:User {id: $userId}), (r:Room {id: $roomId})
 MERGE (u)-[i:INVITED_TO]->(r) ON CREATE SET i.at = $now
@@ -133,8 +138,10 @@ async def lock_room(tx: Tx, room_id: str) -> tuple[int, int] | None:
 
 async def add_locked(tx: Tx, room_id: str, user_id: str, role: ParticipantRole,
                      *, invited: bool = False) -> ParticipantRecord:
-    """Adds a member inside a transaction that already holds the room lock."""
+    """Adds a member inside a transaction that already holds the room lock; a request of
+    theirs still waiting is withdrawn (they are in by other means)."""
     row = await tx.one(ADD, roomId=room_id, userId=user_id, role=role.value, now=now_ms())
+    await tx.rows(CANCEL_PENDING, roomId=room_id, userId=user_id, now=now_ms())
     if invited:
         await tx.rows(INVITE, roomId=room_id, userId=user_id, now=now_ms())
     assert row is not None

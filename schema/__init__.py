@@ -5,15 +5,20 @@ here into the root types."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from schema.events import EVENT_TYPES, RoomEventsSubscription, TypingMutation
 from schema.messages import MessageMutation, MessageQuery
 from schema.room_ops import RoomMutation, RoomQuery
+
+log = logging.getLogger("collaboration.graphql")
 
 QUERIES: tuple[type, ...] = (RoomQuery, MessageQuery)
 MUTATIONS: tuple[type, ...] = (RoomMutation, MessageMutation, TypingMutation)
@@ -24,9 +29,18 @@ Mutation = merge_types("Mutation", MUTATIONS)
 Subscription = merge_types("Subscription", SUBSCRIPTIONS)
 
 
+class CollaborationSchema(strawberry.federation.Schema):
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        """Client mistakes are not server errors: strawberry would log each with a traceback.
+        Unexpected failures are logged once, with a request id, by CodedErrors."""
+        for error in errors:
+            log.debug("graphql error: %s", error.message)
+
+
 def build_schema(extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
                  ) -> strawberry.federation.Schema:
-    return strawberry.federation.Schema(
+    return CollaborationSchema(
         query=Query, mutation=Mutation, subscription=Subscription, types=EVENT_TYPES,
         extensions=list(extensions), federation_version="2.7",
     )

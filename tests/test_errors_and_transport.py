@@ -222,8 +222,6 @@ async def test_queries_via_get_are_refused(live: LiveServer, people: People) -> 
     assert response.status_code in (400, 405)
 
 
-@pytest.mark.xfail(strict=True, reason="transport-level 400s are strawberry's text/plain "
-                   "bodies without errors[].extensions.code (see the test report)")
 async def test_transport_errors_are_json_with_a_code(live: LiveServer) -> None:
     response = await post(live.url, content=b"{not json",
                           headers={"content-type": "application/json"})

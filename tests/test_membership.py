@@ -299,3 +299,14 @@ async def test_concurrent_invites_and_joins_respect_max(people: People) -> None:
     after = await room_of(host, room["id"])
     assert after is not None and after["participantCount"] == 6
     assert len(after["participants"]) == 6
+
+
+async def test_an_invitation_withdraws_a_pending_request(people: People) -> None:
+    host, _, room = await moderated_room(people)
+    doc = people.make_user("doctor")
+    request = (await doc.gql(JOIN, id=room["id"]))["joinRoom"]["request"]
+    await host.gql(INVITE, room=room["id"], users=[doc.id])
+    assert (await room_of(host, room["id"]) or {})["joinRequests"] == []
+    assert doc.id in await members(host, room["id"])
+    decided = await host.post(DECIDE, {"id": request["id"], "approve": True})
+    assert decided["errors"][0]["extensions"]["code"] == "CONFLICT"
