@@ -1,7 +1,8 @@
 """`python -m bench`: subscription fan-out, ours against a raw Starlette WebSocket broadcast.
 
 Both servers run pinned to core 0 (ours with its graph database's JVM), the load generator
-(bench.loadgen) to core 1, one run per (N, server), raw first. Each run measures:
+(bench.loadgen) pinned to core 1; one run per (N, server, round), each on a freshly started
+server process. Each run measures:
 
 - KB per idle subscription: server RSS before and after opening N subscriptions, / N;
 - latency: publish→receive p50/p99 at a light, steady rate (the same for both servers);
@@ -28,7 +29,7 @@ from bench.service import Room, Server, graph_server, raise_nofile, setup_room
 DEFAULT_SIZES = (100, 1000, 5000)
 DEFAULT_USERS = 1000
 LOADGEN_CORE = 1
-SETTLE_S = {"raw": 2.0, "ours": 5.0}  # ours: past the 3 s presence grace of closed sockets
+SETTLE_S = 1.0
 THROUGHPUT_GOAL = 0.5  # of raw deliveries/s, at N >= GOAL_FROM
 GOAL_FROM = 1000
 P99_GOAL = 2.0  # times raw p99
@@ -196,9 +197,9 @@ async def measure(args: argparse.Namespace, sizes: list[int],
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         async with graph_server(work / "graph") as graph:
-            raw, ours = Server("raw", work).start(), Server("ours", work, graph=graph).start()
+            raw, ours = Server("raw", work), Server("ours", work, graph=graph)
             try:
-                await asyncio.gather(raw.wait_ready(), ours.wait_ready())
+                await ours.start().wait_ready()
                 t0 = time.monotonic()
                 users = min(max(sizes), args.users or max(sizes))
                 room: Room = await setup_room(ours, users)
@@ -206,10 +207,12 @@ async def measure(args: argparse.Namespace, sizes: list[int],
                       f"{time.monotonic() - t0:.0f} s", file=sys.stderr)
                 setup = work / "room.json"
                 setup.write_text(json.dumps(room.as_json()))
+                ours.stop()
                 for round_no, n in ((r, n) for r in range(args.rounds) for n in sizes):
                     plan = plan_for(n, args.messages, args.quick)
                     for server in (raw, ours) if round_no % 2 == 0 else (ours, raw):
                         started = time.monotonic()
+                        await server.start().wait_ready()  # fresh: a clean memory baseline
                         profile = profile_dir / f"ours-{n}.speedscope.json" \
                             if profile_dir is not None and server.kind == "ours" else None
                         result = await run_loadgen(
@@ -219,7 +222,8 @@ async def measure(args: argparse.Namespace, sizes: list[int],
                         print(f"round {round_no + 1}, N={n:,} {server.kind} "
                               f"({time.monotonic() - started:.0f} s): {json.dumps(result)}",
                               file=sys.stderr)
-                        await asyncio.sleep(SETTLE_S[server.kind])
+                        server.stop()
+                        await asyncio.sleep(SETTLE_S)
             finally:
                 raw.stop()
                 ours.stop()

@@ -1,7 +1,7 @@
 """The load generator: N WebSocket subscribers and a publisher in one process (run it pinned to
 its own core, `taskset -c 1 python -m bench.loadgen ...`). Prints one JSON line of results.
 
-Message contents carry `bench|<phase>|<i>|<send ns>|` (CLOCK_MONOTONIC of this process), read
+Message contents carry `bench|<phase>|<i>|<send µs>|` (CLOCK_MONOTONIC of this process), read
 back by every subscriber (bench.wsclient). Its own CPU use is reported, so a saturated
 generator shows.
 """
@@ -24,9 +24,9 @@ from typing import Any
 
 import orjson
 
-from bench.wsclient import Http, Stats, WSClient, pct
+from bench.wsclient import T0, Http, Stats, WSClient, pct
 
-CONTENT_LEN = 100  # with the 5-field selection our `next` frame is ~240 bytes
+PAD = 10  # content ~35 characters: our `next` frame with the 5-field selection is ~250 bytes
 SUBSCRIPTION = (
     "subscription($room: ID!) { roomEvents(roomId: $room) { ... on MessagePosted {"
     " message { id content seq createdAt author { displayName } } } } }")
@@ -42,8 +42,7 @@ def raise_nofile() -> None:
 
 
 def content(tag: str, i: int, ns: int) -> str:
-    head = f"bench|{tag}|{i}|{ns}|"
-    return head + "x" * max(0, CONTENT_LEN - len(head))
+    return f"bench|{tag}|{i}|{(ns - T0) // 1000}|" + "x" * PAD
 
 
 def raw_frame(text: str, i: int) -> bytes:
@@ -118,26 +117,41 @@ class LoadGen:
             client.send_text(orjson.dumps({"id": "1", "type": "subscribe", "payload": {
                 "query": SUBSCRIPTION, "variables": {"room": self.room}}}).decode())
 
-    async def open_all(self) -> int:
+    async def open_all(self, count: int) -> int:
         gate = asyncio.Semaphore(self.args.connect_concurrency)
         results = await asyncio.wait_for(asyncio.gather(
-            *(self._open_one(i, gate) for i in range(self.args.n)), return_exceptions=True),
+            *(self._open_one(i, gate) for i in range(count)), return_exceptions=True),
             self.args.timeout)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             self.stats.first_error = self.stats.first_error or repr(failed[0])
         return len(results) - len(failed)
 
-    async def wait_ready(self, limit: float) -> None:
-        """Publishes warm-up messages until every subscriber has received one: a subscription
-        is live, and the server has worked off everything queued before it."""
+    async def wait_ready(self, count: int, limit: float) -> None:
+        """Publishes warm-up messages until `count` subscribers have received one: their
+        subscriptions are live, and the server has worked off everything queued before."""
         st, deadline, i = self.stats, time.monotonic() + limit, 0
-        while st.ready < self.args.n and time.monotonic() < deadline:
+        while st.ready < count and time.monotonic() < deadline:
             await self._post("w", i, time.monotonic_ns())
             i += 1
             sent = time.monotonic()
-            await self._until(lambda sent=sent: st.ready >= self.args.n or (  # type: ignore[misc]
+            await self._until(lambda sent=sent: st.ready >= count or (  # type: ignore[misc]
                 time.monotonic() - max(sent, st.last_frame / 1e9) > QUIET_S), deadline)
+
+    def close_all(self) -> None:
+        for client in self.clients:
+            if client.transport is not None:
+                client.transport.close()
+        self.clients = []
+
+    async def prewarm(self, count: int) -> None:
+        """A few subscriptions opened, served and closed, so that one-time allocations of a
+        fresh server (lazy imports, caches) do not count as per-subscription memory."""
+        await self.open_all(count)
+        await self.wait_ready(count, 60)
+        self.close_all()
+        self.stats.ready = 0
+        await asyncio.sleep(1.0)
 
     @staticmethod
     async def _until(done: Callable[[], bool], deadline: float) -> None:
@@ -206,7 +220,8 @@ class LoadGen:
             await asyncio.wait_for(spy.wait(), limit + 60)
         lat, rtt = sorted(st.lat), sorted(st.rtt)
         return {
-            "messages": sent, "rate": rate, "expected": n * sent, "deliveries": st.count,
+            "messages": sent, "rate": rate, "frame_bytes": st.size, "expected": n * sent,
+            "deliveries": st.count,
             "deliveries_per_s": round(st.count / span), "p50_ms": pct(lat, 0.50),
             "p99_ms": pct(lat, 0.99), "max_ms": pct(lat, 1.0), "duration_s": round(wall, 3),
             "publish_s": round(published, 3), "publish_rtt_p50_ms": pct(rtt, 0.5),
@@ -230,16 +245,18 @@ class LoadGen:
 
     async def run(self) -> dict[str, Any]:
         args, st = self.args, self.stats
-        rss0 = rss_kb(args.pid)
+        if args.prewarm:
+            await self.prewarm(min(args.prewarm, args.n))
+        frames0, rss0 = st.frames, rss_kb(args.pid)
         t0 = time.monotonic()
-        connected = await self.open_all()
-        await self.wait_ready(args.timeout)
+        connected = await self.open_all(args.n)
+        await self.wait_ready(args.n, args.timeout)
         ready_s = time.monotonic() - t0
         await asyncio.sleep(1.0)
         rss1 = rss_kb(args.pid)
         result: dict[str, Any] = {
             "kind": args.kind, "n": args.n, "connected": connected, "ready": st.ready,
-            "ready_s": round(ready_s, 2), "frames_before_ready": st.frames,
+            "ready_s": round(ready_s, 2), "frames_before_ready": st.frames - frames0,
             "rss_before_kb": rss0, "rss_after_kb": rss1,
             "kb_per_sub": round((rss1 - rss0) / max(1, args.n), 2),
         }
@@ -249,9 +266,7 @@ class LoadGen:
             result["throughput"] = await self.phase("t", args.tput_messages, args.tput_rate,
                                                     args.phase_limit)
         result["errors"], result["first_error"] = st.errors, st.first_error
-        for client in self.clients:
-            if client.transport is not None:
-                client.transport.close()
+        self.close_all()
         await asyncio.sleep(0.5)
         return result
 
@@ -270,6 +285,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tput-messages", type=int, default=200)
     p.add_argument("--tput-rate", type=float, default=300.0, help="messages/s, throughput")
     p.add_argument("--concurrency", type=int, default=8, help="publishes in flight")
+    p.add_argument("--prewarm", type=int, default=10,
+                   help="subscriptions opened and closed before the memory baseline")
     p.add_argument("--connect-concurrency", type=int, default=100)
     p.add_argument("--profile", help="py-spy speedscope output for the throughput phase")
     p.add_argument("--phase-limit", type=float, default=10.0, help="publishing time bound, s")

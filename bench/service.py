@@ -96,7 +96,7 @@ class Server:
         else:
             cmd = [sys.executable, "-m", "bench.raw_server", "--host", HOST,
                    "--port", str(self.port)]
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(["taskset", "-c", str(self.core), *cmd], cwd=ROOT,
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -118,7 +118,7 @@ class Server:
         raise TimeoutError(f"{self.kind} server not ready after {timeout:.0f} s")
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
         self.proc.send_signal(signal.SIGINT)
         try:
@@ -128,6 +128,7 @@ class Server:
             self.proc.wait(10)
         if self._log is not None:
             self._log.close()
+        self.proc = None
 
 
 @contextlib.asynccontextmanager

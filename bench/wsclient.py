@@ -1,7 +1,8 @@
 """The load generator's clients: a minimal WebSocket client on asyncio protocols (a few µs per
 received frame; the `websockets` client cannot read ~100k frames/s on one core) and a
-keep-alive HTTP/1.1 POST client. Text frames carrying `bench|<phase>|<i>|<send ns>|` are
-counted and timed into a shared `Stats`.
+keep-alive HTTP/1.1 POST client. Text frames carrying `bench|<phase>|<i>|<send µs>|` are
+counted and timed into a shared `Stats`
+(the send time is in µs since `T0`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from typing import cast
 
 MARK = b"bench|"
+T0 = time.monotonic_ns()  # send times travel as µs since this, to keep the frame small
 
 
 def pct(values: list[int], q: float) -> float:
@@ -21,7 +23,7 @@ def pct(values: list[int], q: float) -> float:
 
 class Stats:
     __slots__ = ("count", "errors", "first_error", "frames", "last", "last_frame", "lat",
-                 "ready", "rtt", "tag")
+                 "ready", "rtt", "size", "tag")
 
     def __init__(self) -> None:
         self.tag = b""
@@ -29,6 +31,7 @@ class Stats:
         self.last = 0
         self.lat: list[int] = []
         self.rtt: list[int] = []
+        self.size = 0  # bytes of the last counted message's payload
         self.ready = 0
         self.frames = 0
         self.last_frame = 0
@@ -150,7 +153,8 @@ class WSClient(asyncio.Protocol):
         if fields[0] == st.tag:
             st.count += 1
             st.last = now
-            st.lat.append(now - int(fields[2]))
+            st.size = len(payload)
+            st.lat.append(now - T0 - 1000 * int(fields[2]))
         elif fields[0] == b"w" and not self.warm:
             self.warm = True
             st.ready += 1
@@ -165,13 +169,25 @@ class Http:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, headers: str = "") -> tuple[int, bytes]:
+        """Sends on the kept-alive connection; one that the server closed while idle (uvicorn
+        drops keep-alive connections after 5 s) gets no byte back and is retried once on a
+        new connection."""
+        reused = self.writer is not None
+        try:
+            return await self._post(path, body, headers)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            return await self._post(path, body, headers)
+
+    async def _post(self, path: str, body: bytes, headers: str) -> tuple[int, bytes]:
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                 f"{headers}\r\n")
-        self.writer.write(head.encode() + body)
         try:
+            self.writer.write(head.encode() + body)
             status_and_headers = await self.reader.readuntil(b"\r\n\r\n")
             length = 0
             for line in status_and_headers.lower().split(b"\r\n"):
