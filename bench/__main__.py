@@ -17,6 +17,7 @@ import asyncio
 import collections
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -77,6 +78,9 @@ async def run_loadgen(server: Server, plan: Plan, setup: Path | None, db_pid: in
         proc.kill()
         await proc.wait()
         return {"kind": server.kind, "n": plan.n, "failed": f"timed out after {timeout:.0f} s"}
+    except BaseException:  # cancelled (the bench was killed): no orphan load generator
+        proc.kill()
+        raise
     lines = out.decode().strip().splitlines()
     if proc.returncode != 0 or not lines:
         return {"kind": server.kind, "n": plan.n,
@@ -240,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     profile_dir = Path(args.profile).resolve() if args.profile else None
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
+    # Killed (timeout, kill): unwind, so that `measure` stops the servers it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     runs = asyncio.run(measure(args, sizes, profile_dir))
     results = best_of(runs)

@@ -2,11 +2,11 @@
 
 `Server` starts either our service (`python -m app`: ENVIRONMENT=test, a test JWT secret,
 ROOM_MAX_PARTICIPANTS large) or the raw baseline (`python -m bench.raw_server`). Our graph
-database is the embedded ArcadeDB in a temporary directory, started here (`graph_server`) and
-handed to the service as NEO4J_URI: `python -m app` cannot start it itself under uvicorn's
-default uvloop (uvloop's subprocess_exec refuses `process_group`), and uvloop is what the raw
-baseline and a production deployment run on. Its JVM is pinned to the service's core.
-`setup_room` creates one PUBLIC room and has N users join it over GraphQL, bounded.
+database is the embedded ArcadeDB in a temporary directory, started once here
+(`graph_server`, pinned to the service's core) and handed to the service as NEO4J_URI: every
+run then gets a fresh service process (a clean memory baseline) without restarting and
+re-warming the JVM. `setup_room` creates one PUBLIC room and has N users join it over
+GraphQL with bounded concurrency.
 """
 
 from __future__ import annotations
@@ -98,8 +98,7 @@ class Server:
                    "--port", str(self.port)]
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(["taskset", "-c", str(self.core), *cmd], cwd=ROOT,
-                                     env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
         return self
 
     async def wait_ready(self, timeout: float = 180.0) -> None:
