@@ -62,6 +62,15 @@ CREATE (e:Event {roomId: $roomId, seq: $seq, type: $type, at: $at, messageId: $m
                  userId: $userId, requestId: $requestId})
 """
 
+# The same append as a clause of a larger statement, saving round trips on hot writes (a
+# message and its event in one statement). Needs the room bound as `r`; binds `seq`.
+APPEND_CLAUSE = """
+SET r.seq = coalesce(r.seq, 0) + 1, r.lockVersion = coalesce(r.lockVersion, 0) + 1
+WITH *, r.seq AS seq
+CREATE (:Event {roomId: r.id, seq: seq, type: $eventType, at: $eventAt,
+                messageId: $eventMessageId, userId: $eventUserId, requestId: null})
+"""
+
 AFTER = """
 MATCH (e:Event {roomId: $roomId})
 WHERE e.seq > $after AND ($upTo IS NULL OR e.seq <= $upTo)
@@ -104,6 +113,12 @@ async def append_event(tx: Tx, room_id: str, type: EventType, *, message_id: str
     await tx.rows(APPEND, roomId=room_id, seq=event.seq, type=type.value, at=event.at_ms,
                   messageId=message_id, userId=user_id, requestId=request_id)
     return event
+
+
+def clause_params(type: EventType, at_ms: int, *, message_id: str | None,
+                  user_id: str | None) -> dict[str, Any]:
+    return {"eventType": type.value, "eventAt": at_ms, "eventMessageId": message_id,
+            "eventUserId": user_id}
 
 
 async def events_after(db: GraphDB, room_id: str, after: int, *, up_to: int | None = None,

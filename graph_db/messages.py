@@ -15,7 +15,7 @@ from typing import Any
 from neo4j.exceptions import ConstraintError
 
 from graph_db.driver import GraphDB, Tx
-from graph_db.events import EventRecord, EventType, append_event
+from graph_db.events import APPEND_CLAUSE, EventRecord, EventType, append_event, clause_params
 from graph_db.models import _at, from_ms, now_ms
 
 # A deleted message keeps its content in storage (moderation, audit) but it never leaves the
@@ -41,14 +41,15 @@ BY_CLIENT_KEY = f"MATCH (m:Message {{clientKey: $key}}) RETURN {_FIELDS} AS m"
 # same transaction that checks membership.
 _MENTIONED = "[x IN $mentionIds WHERE EXISTS { (:User {id: x})-[:MEMBER_OF]->(r) }]"
 
-CREATE = f"""
-MATCH (r:Room {{id: $roomId}}), (u:User {{id: $authorId}})
+CREATE = """
+MATCH (r:Room {id: $roomId}), (u:User {id: $authorId})
+""" + APPEND_CLAUSE + f"""
 CREATE (m:Message {{id: $id, roomId: $roomId, authorId: $authorId, content: $content,
-                    createdAt: $now, deleted: false, seq: $seq, parentId: $parentId,
+                    createdAt: $now, deleted: false, seq: seq, parentId: $parentId,
                     rootId: $rootId, clientKey: $clientKey, mentionIds: {_MENTIONED},
                     editContents: [], editTimes: []}})
 CREATE (u)-[:POSTED]->(m)-[:IN]->(r)
-RETURN {_FIELDS} AS m
+RETURN seq, {_FIELDS} AS m
 """
 
 LINK_ROOT = """
@@ -233,16 +234,22 @@ async def send_message(db: GraphDB, new: NewMessage) -> Sent:
     key = client_key(new.room_id, new.author_id, new.client_message_id, new.id)
 
     async def work(tx: Tx) -> Sent:
-        existing = _message(await tx.one(BY_CLIENT_KEY, key=key))
-        if existing is not None:
-            return Sent(existing, None)
-        event = await append_event(tx, new.room_id, EventType.MESSAGE_POSTED,
-                                   message_id=new.id, user_id=new.author_id)
-        created = _message(await tx.one(
+        if new.client_message_id is not None:  # an "id:" key is new by construction
+            existing = _message(await tx.one(BY_CLIENT_KEY, key=key))
+            if existing is not None:
+                return Sent(existing, None)
+        now = now_ms()
+        row = await tx.one(
             CREATE, id=new.id, roomId=new.room_id, authorId=new.author_id,
-            content=new.content, now=event.at_ms, seq=event.seq, parentId=new.parent_id,
-            rootId=new.root_id, clientKey=key, mentionIds=new.mention_ids))
-        assert created is not None, "the room and its author exist"
+            content=new.content, now=now, parentId=new.parent_id, rootId=new.root_id,
+            clientKey=key, mentionIds=new.mention_ids,
+            **clause_params(EventType.MESSAGE_POSTED, now, message_id=new.id,
+                            user_id=new.author_id))
+        created = _message(row)
+        assert row is not None and created is not None, "the room and its author exist"
+        event = EventRecord(room_id=new.room_id, seq=int(row["seq"]),
+                            type=EventType.MESSAGE_POSTED, at_ms=now, message_id=new.id,
+                            user_id=new.author_id)
         if new.root_id is not None:
             await tx.rows(LINK_ROOT, id=new.id, rootId=new.root_id)
         return Sent(created, event)

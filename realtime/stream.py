@@ -23,6 +23,8 @@ CATCH_UP_PAGE = 200
 TYPING_TTL_S = 5.0
 MANAGERS_ONLY = frozenset({EventType.JOIN_REQUESTED})
 MANAGER_ROLES = frozenset({ParticipantRole.HOST, ParticipantRole.MODERATOR})
+EMPTY_SELECTION = '{"data":{"roomEvents":{}}}'
+YIELD_EVERY = 500
 
 
 class Renderer(Protocol):
@@ -163,7 +165,9 @@ class RoomStream:
         payload = None
         if sample is not None:
             payload = await self.renderer.render(sample, envelope, self.cursor(event.seq))
-        for sub in list(group.values()):
+            if payload == EMPTY_SELECTION:
+                payload = None  # the group selected nothing of this kind of event
+        for n, sub in enumerate(list(group.values()), 1):
             if not sub.live:
                 continue
             if sub.delivered_seq == event.seq - 1:
@@ -173,6 +177,8 @@ class RoomStream:
             elif sub.delivered_seq < event.seq - 1:
                 sub.live = False  # missed something: back to catching up from storage
                 sub.wake.set()
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a big room must not hold up every other request
 
     async def _after(self, event: EventRecord) -> None:
         """Authorization follows the stream itself: leaving ends the leaver's subscriptions,
@@ -220,8 +226,12 @@ class RoomStream:
             if not live:
                 continue
             payload = await self.renderer.render(live[0], envelope, cur)
-            for sub in live:
+            if payload == EMPTY_SELECTION:
+                continue
+            for n, sub in enumerate(live, 1):
                 await sub.send(payload)
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
 
     async def _typing(self, user_id: str, *, typing: bool) -> None:
         self.typing_until.pop(user_id, None)

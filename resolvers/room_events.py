@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from graph_db import events as event_log
+from graph_db import participants
+from graph_db.driver import GraphDB
 from graph_db.events import EventType
 from graph_db.models import (
     JoinRequestRecord,
@@ -57,9 +59,10 @@ async def authorize(ctx: Context, room_id: str, after: str | None) -> StreamStar
     return StreamStart(room=found.room, after_seq=after_seq, manager=manager)
 
 
-async def still_participant(ctx: Context, room_id: str) -> bool:
-    ctx.loaders.clear_all()
-    return await ctx.loaders.membership.load((room_id, ctx.viewer.id)) is not None
+async def still_participant(db: GraphDB, room_id: str, user_id: str) -> bool:
+    """Re-checked once attached: a removal that raced the subscribe is caught here."""
+    found = await participants.memberships(db, [(room_id, user_id)])
+    return found[0] is not None
 
 
 async def set_typing(ctx: Context, room_id: str, typing: bool) -> bool:

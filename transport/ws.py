@@ -107,21 +107,27 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def _room_events(self, operation: Operation[Context, None],
                            compiled: Compiled) -> None:
         hub = self.context.services.hub
+        token = self.context.start_operation()  # loaders for the checks only, then released
         try:
             variables, start = await self._start(operation, compiled)
         except GraphQLError as error:
             await operation.send_initial_errors([error])
             return
+        finally:
+            self.context.end_operation(token)
+        # The subscribe message is not needed any more; a subscription may live for hours.
+        operation.query, operation.variables = "", None
         sub = Subscriber(
             room_id=str(start.room.id), user_id=self.context.viewer.id, manager=start.manager,
             admin=self.context.viewer.role is Role.ADMIN,
-            group_key=self._group_key(operation, compiled),
+            group_key=self._group_key(variables, compiled),
             prefix=frame_prefix(operation.id), outbox=self.outbox(),
             spec=RenderSpec(compiled, variables, self.context))
         sub.on_end = lambda code, text: self._end(operation, code, text)
         stream = await hub.attach(sub, start.after_seq)
         try:
-            if not await room_events.still_participant(self.context, sub.room_id):
+            if not await room_events.still_participant(self.context.db, sub.room_id,
+                                                       sub.user_id):
                 self._end(operation, "FORBIDDEN", "you are no longer a participant")
             await hub.serve(sub, stream)
         finally:
@@ -146,13 +152,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         start = await room_events.authorize(self.context, str(args["roomId"]), args.get("after"))
         return operation.variables or {}, start
 
-    def _group_key(self, operation: Operation[Context, None],
-                   compiled: Compiled) -> tuple[Any, ...]:
+    def _group_key(self, variables: dict[str, Any], compiled: Compiled) -> tuple[Any, ...]:
         """Same document, same variables, same viewer-dependence: same frames. (The stream
         adds what the subscriber may see.)"""
-        variables = orjson.dumps(operation.variables or {}, option=orjson.OPT_SORT_KEYS)
+        key = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS).decode()
         viewer = self.context.viewer.id if compiled.viewer_dependent else None
-        return (id(compiled), variables, viewer)
+        return (id(compiled), key, viewer)
 
     def _end(self, operation: Operation[Context, None], code: str | None, text: str) -> None:
         async def finish() -> None:
