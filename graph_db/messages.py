@@ -37,12 +37,21 @@ BY_ID = f"MATCH (m:Message {{id: $id}}) RETURN {_FIELDS} AS m"
 
 BY_CLIENT_KEY = f"MATCH (m:Message {{clientKey: $key}}) RETURN {_FIELDS} AS m"
 
+# A resend is answered only to a participant, like the send itself.
+RESENT = f"""
+MATCH (:User {{id: $authorId}})-[:MEMBER_OF]->(r:Room {{id: $roomId}})
+MATCH (m:Message {{clientKey: $key}})
+RETURN {_FIELDS} AS m
+"""
+
 # Mentions name users who are participants at send time; anyone else is dropped here, in the
 # same transaction that checks membership.
 _MENTIONED = "[x IN $mentionIds WHERE EXISTS { (:User {id: x})-[:MEMBER_OF]->(r) }]"
 
+# Posting checks membership itself (no separate read on the hot path): no row, no message.
 CREATE = """
-MATCH (r:Room {id: $roomId}), (u:User {id: $authorId})
+MATCH (u:User {id: $authorId})-[:MEMBER_OF]->(r:Room {id: $roomId})
+WHERE r.deletedAt IS NULL
 """ + APPEND_CLAUSE + f"""
 CREATE (m:Message {{id: $id, roomId: $roomId, authorId: $authorId, content: $content,
                     createdAt: $now, deleted: false, seq: seq, parentId: $parentId,
@@ -228,14 +237,16 @@ def _message(row: dict[str, Any] | None) -> MessageRecord | None:
     return MessageRecord.from_row(row["m"]) if row and row["m"] else None
 
 
-async def send_message(db: GraphDB, new: NewMessage) -> Sent:
+async def send_message(db: GraphDB, new: NewMessage) -> Sent | None:
     """Posts a message once per client key: a resend returns the original and appends no
-    event, also when the resend races the original in another process."""
+    event, also when the resend races the original in another process. None when the author
+    is not a participant of the room."""
     key = client_key(new.room_id, new.author_id, new.client_message_id, new.id)
 
-    async def work(tx: Tx) -> Sent:
+    async def work(tx: Tx) -> Sent | None:
         if new.client_message_id is not None:  # an "id:" key is new by construction
-            existing = _message(await tx.one(BY_CLIENT_KEY, key=key))
+            existing = _message(await tx.one(RESENT, key=key, roomId=new.room_id,
+                                             authorId=new.author_id))
             if existing is not None:
                 return Sent(existing, None)
         now = now_ms()
@@ -246,7 +257,8 @@ async def send_message(db: GraphDB, new: NewMessage) -> Sent:
             **clause_params(EventType.MESSAGE_POSTED, now, message_id=new.id,
                             user_id=new.author_id))
         created = _message(row)
-        assert row is not None and created is not None, "the room and its author exist"
+        if row is None or created is None:
+            return None  # not a participant (any more), or the room is gone
         event = EventRecord(room_id=new.room_id, seq=int(row["seq"]),
                             type=EventType.MESSAGE_POSTED, at_ms=now, message_id=new.id,
                             user_id=new.author_id)

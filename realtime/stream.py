@@ -16,7 +16,7 @@ from graph_db.events import EventRecord, EventType
 from graph_db.models import ParticipantRole
 from realtime import cursor
 from realtime.envelope import Envelope
-from realtime.subscriber import Subscriber
+from realtime.subscriber import Body, Subscriber
 
 log = logging.getLogger(__name__)
 CATCH_UP_PAGE = 200
@@ -162,18 +162,19 @@ class RoomStream:
         managers_only = event.type in MANAGERS_ONLY
         sample = next((s for s in group.values()
                        if s.live and (s.manager or not managers_only)), None)
-        payload = None
+        body = None
         if sample is not None:
             payload = await self.renderer.render(sample, envelope, self.cursor(event.seq))
-            if payload == EMPTY_SELECTION:
-                payload = None  # the group selected nothing of this kind of event
+            if payload != EMPTY_SELECTION:  # else the group selected nothing of this event
+                body = Body(payload)
+        seq, previous = event.seq, event.seq - 1
         for n, sub in enumerate(list(group.values()), 1):
             if not sub.live:
                 continue
-            if sub.delivered_seq == event.seq - 1:
-                sub.delivered_seq = event.seq  # also for those who may not see it
-                if payload is not None and (sub.manager or not managers_only):
-                    await sub.send(payload)
+            if sub.delivered_seq == previous:
+                sub.delivered_seq = seq  # also for those who may not see it
+                if body is not None and (sub.manager or not managers_only):
+                    await sub.send_body(body)
             elif sub.delivered_seq < event.seq - 1:
                 sub.live = False  # missed something: back to catching up from storage
                 sub.wake.set()
@@ -228,8 +229,9 @@ class RoomStream:
             payload = await self.renderer.render(live[0], envelope, cur)
             if payload == EMPTY_SELECTION:
                 continue
+            body = Body(payload)
             for n, sub in enumerate(live, 1):
-                await sub.send(payload)
+                await sub.send_body(body)
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
 

@@ -24,21 +24,62 @@ OUTBOX_BYTES = 1 << 20
 ABORT_AFTER_S = 5.0  # a peer that cannot even take the close frame is cut off
 
 
+def text_frame_header(length: int) -> bytes:
+    """RFC 6455 header of an unmasked, unfragmented text frame (server to client)."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65_536:
+        return bytes((0x81, 126)) + length.to_bytes(2, "big")
+    return bytes((0x81, 127)) + length.to_bytes(8, "big")
+
+
+class Body:
+    """A rendered payload shared by every subscriber of a group: text for the ASGI path,
+    UTF-8 encoded once for the direct path."""
+
+    __slots__ = ("_data", "text")
+
+    def __init__(self, payload: str) -> None:
+        self.text = payload + "}"
+        self._data: bytes | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self.text.encode()
+        return self._data
+
+
 class Outbox:
     """Frames for one WebSocket connection, written in order without blocking the caller."""
 
     def __init__(self, send: Send, writable: Callable[[], bool],
-                 abort: Callable[[], None] | None = None, *,
+                 abort: Callable[[], None] | None = None,
+                 direct: Callable[[bytes], bool] | None = None, *,
                  max_frames: int = OUTBOX_FRAMES, max_bytes: int = OUTBOX_BYTES) -> None:
         self._send = send
         self._writable = writable
         self._abort = abort
+        # Writes a finished frame to the socket, skipping the server's per-send framing (and
+        # our per-subscriber encoding); False when the socket is no longer open.
+        self._direct = direct
         self._queue: deque[str] = deque()
         self._queued_chars = 0
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._drainer: asyncio.Task[None] | None = None
         self.closed = False
+
+    async def push_body(self, prefix: str, prefix_data: bytes, body: Body) -> None:
+        """The hot path of fan-out: one subscriber's frame of a group's shared body."""
+        if self.closed:
+            return
+        if self._direct is not None and not self._queue and self._writable():
+            data = prefix_data + body.data
+            if not self._direct(text_frame_header(len(data)) + data):
+                self.closed = True
+            return
+        await self.push(prefix + body.text)
 
     async def push(self, frame: str) -> None:
         """Writes now when the transport accepts data (uvicorn's send then completes without
@@ -106,5 +147,13 @@ class Subscriber:
     # Called with (code, message) when the stream ends the subscription (removed, closed).
     on_end: Callable[[str | None, str], None] = lambda code, message: None
 
+    prefix_data: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.prefix_data = self.prefix.encode()
+
     async def send(self, payload: str) -> None:
         await self.outbox.push(self.prefix + payload + "}")
+
+    async def send_body(self, body: Body) -> None:
+        await self.outbox.push_body(self.prefix, self.prefix_data, body)

@@ -56,17 +56,25 @@ async def send_message(ctx: Context, room_id: str, *, content: str, parent_id: s
                        client_message_id: str | None) -> MessageRecord:
     text = validation.text("input.content", content, max_len=CONTENT_MAX)
     client_id = _client_id(client_message_id)
-    found = await _participant(ctx, room_id)
+    viewer = ctx.viewer
+    if parent_id is not None or not 0 < len(room_id) <= 128:
+        await _participant(ctx, room_id)  # before reading the parent's thread
     root_id = await _thread_root(ctx, room_id, parent_id)
+    # The write checks membership itself; only a refusal pays for the full access check,
+    # which then says NOT_FOUND or FORBIDDEN.
     sent = await messages.send_message(ctx.db, NewMessage(
-        id=str(uuid.uuid4()), room_id=room_id, author_id=found.viewer.id, content=text,
+        id=str(uuid.uuid4()), room_id=room_id, author_id=viewer.id, content=text,
         parent_id=parent_id, root_id=root_id,
         client_message_id=client_id, mention_ids=mention_ids(text)))
+    if sent is None:
+        ctx.loaders.clear_all()
+        await _participant(ctx, room_id)
+        raise Conflict("you left the room while sending")
     if sent.event is not None:
         await ctx.services.hub.publish(sent.event)
         # The post ends the author's typing (room stream): the next start must not be
         # swallowed as a "refresh" by set_typing's rate limit.
-        ctx.services.typing_sent.pop((room_id, found.viewer.id), None)
+        ctx.services.typing_sent.pop((room_id, viewer.id), None)
     ctx.loaders.clear_all()
     return sent.message
 

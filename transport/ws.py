@@ -16,6 +16,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
+from websockets.protocol import State
 
 from graph_db.models import Role
 from realtime.subscriber import Outbox, Send, Subscriber
@@ -55,6 +56,27 @@ def writable_probe(send: Send) -> Callable[[], bool]:
     return lambda: False  # unknown server: always go through the drain task
 
 
+def direct_writer(send: Send) -> Callable[[bytes], bool] | None:
+    """For uvicorn's websockets-sansio protocol: write finished frames to its transport.
+    Only while the connection is open and without extensions (no per-message deflate), so
+    the bytes are exactly what the protocol itself would have written."""
+    protocol = getattr(send, "__self__", None)
+    conn = getattr(protocol, "conn", None)
+    transport = getattr(protocol, "transport", None)
+    if type(protocol).__name__ != "WebSocketsSansIOProtocol" or conn is None:
+        return None
+    if transport is None or getattr(conn, "extensions", None):
+        return None
+
+    def write(data: bytes) -> bool:
+        if conn.state is not State.OPEN or transport.is_closing():
+            return False
+        transport.write(data)
+        return True
+
+    return write
+
+
 def abort_probe(send: Send) -> Callable[[], None] | None:
     transport = getattr(getattr(send, "__self__", None), "transport", None)
     abort = getattr(transport, "abort", None)
@@ -68,7 +90,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self._outbox is None:
             ws = self.websocket.ws  # type: ignore[attr-defined]
             send = ws.scope.get(RAW_SEND_KEY) or ws._send
-            self._outbox = Outbox(send, writable_probe(send), abort_probe(send))
+            self._outbox = Outbox(send, writable_probe(send), abort_probe(send),
+                                  direct_writer(send))
         return self._outbox
 
     async def shutdown(self) -> None:
