@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_graph(settings) as db, open_hub(settings, db) as hub:
-            hub.renderer = GraphQLRenderer(endpoint.documents.schema)
+            hub.renderer = GraphQLRenderer(endpoint.documents.schema, hub.hints)
             verifier = TokenVerifier(settings)
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub)
             tune_gc()

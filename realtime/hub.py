@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
 from graph_db import events as event_log
 from graph_db.driver import GraphDB
@@ -19,6 +20,7 @@ from realtime.tasks import spawn
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 100
+HINTS_KEPT = 1_024
 
 
 class Hub:
@@ -33,6 +35,9 @@ class Hub:
         self.heartbeat_interval = heartbeat_interval
         self.retention = retention
         self.streams: dict[str, RoomStream] = {}
+        # What a writer already holds of its event's objects, keyed by (room, seq): this
+        # process renders its own events without reading them back from the database.
+        self.hints: OrderedDict[tuple[str, int], tuple[object, ...]] = OrderedDict()
         self._stream_locks: dict[str, asyncio.Lock] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         pubsub.on_reconnect(self._resync_all)
@@ -51,9 +56,14 @@ class Hub:
 
     # -- publishing ----------------------------------------------------------------------
 
-    async def publish(self, event: EventRecord) -> None:
+    async def publish(self, event: EventRecord, *, hints: tuple[object, ...] = ()) -> None:
         """Announces a committed durable event. A lost announcement is recovered by the
-        streams from the event log, so failures are logged, never raised to the writer."""
+        streams from the event log, so failures are logged, never raised to the writer.
+        `hints`: records as they were committed with the event (see `hints`)."""
+        if hints:
+            self.hints[(event.room_id, event.seq)] = hints
+            if len(self.hints) > HINTS_KEPT:
+                self.hints.popitem(last=False)
         await self._send(Envelope(event))
         if event.seq > self.retention and event.seq % PRUNE_EVERY == 0:
             # The writer of every PRUNE_EVERY-th event trims the log: once, off the hot path.

@@ -71,7 +71,7 @@ async def send_message(ctx: Context, room_id: str, *, content: str, parent_id: s
         await _participant(ctx, room_id)
         raise Conflict("you left the room while sending")
     if sent.event is not None:
-        await ctx.services.hub.publish(sent.event)
+        await ctx.services.hub.publish(sent.event, hints=(sent.message, viewer.user))
         # The post ends the author's typing (room stream): the next start must not be
         # swallowed as a "refresh" by set_typing's rate limit.
         ctx.services.typing_sent.pop((room_id, viewer.id), None)
@@ -86,7 +86,7 @@ async def _finish(ctx: Context, change: Change) -> MessageRecord:
     if change.outcome is Outcome.DELETED:
         raise Conflict("the message was deleted")
     if change.event is not None:
-        await ctx.services.hub.publish(change.event)
+        await ctx.services.hub.publish(change.event, hints=(change.message,))
     ctx.loaders.clear_all()
     return change.message
 

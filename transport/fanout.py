@@ -5,6 +5,7 @@ the group gets the same text with its own operation id spliced in."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,8 @@ import orjson
 from graphql import ExecutionResult, GraphQLError, GraphQLSchema, execute
 from graphql.pyutils import is_awaitable
 
+from graph_db.messages import MessageRecord
+from graph_db.models import UserRecord
 from realtime.envelope import Envelope
 from realtime.subscriber import Subscriber
 from resolvers.context import Context
@@ -33,8 +36,10 @@ def frame_prefix(operation_id: str) -> str:
 
 
 class GraphQLRenderer:
-    def __init__(self, schema: GraphQLSchema) -> None:
+    def __init__(self, schema: GraphQLSchema,
+                 hints: Mapping[tuple[str, int], tuple[object, ...]] | None = None) -> None:
         self.schema = schema
+        self.hints = hints if hints is not None else {}
 
     async def render(self, sub: Subscriber, envelope: Envelope, cursor: str) -> str:
         spec: RenderSpec = sub.spec
@@ -44,6 +49,7 @@ class GraphQLRenderer:
                             request_id=event.request_id, data=envelope.data)
         context = spec.context
         token = context.start_operation()  # fresh loaders for this event
+        self._prime(context, self.hints.get((event.room_id, event.seq), ()))
         try:
             result = execute(self.schema, spec.compiled.document,  # type: ignore[arg-type]
                              root_value=root, context_value=context,
@@ -54,6 +60,15 @@ class GraphQLRenderer:
         finally:
             context.end_operation(token)
         return self._serialize(result, context)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _prime(context: Context, hints: tuple[object, ...]) -> None:
+        loaders = context.loaders
+        for record in hints:
+            if isinstance(record, MessageRecord):
+                loaders.message.prime(record.id, record)
+            elif isinstance(record, UserRecord):
+                loaders.user.prime(record.id, record)
 
     @staticmethod
     def _serialize(result: ExecutionResult, context: Context) -> str:
