@@ -233,6 +233,28 @@ def client_key(room_id: str, author_id: str, client_message_id: str | None,
     return "|".join(p.replace("\\", "\\\\").replace("|", "\\|") for p in parts)
 
 
+def _create_params(new: NewMessage, key: str) -> dict[str, Any]:
+    now = now_ms()
+    return {"id": new.id, "roomId": new.room_id, "authorId": new.author_id,
+            "content": new.content, "now": now, "parentId": new.parent_id,
+            "rootId": new.root_id, "clientKey": key, "mentionIds": new.mention_ids,
+            **clause_params(EventType.MESSAGE_POSTED, now, message_id=new.id,
+                            user_id=new.author_id)}
+
+
+def _posted(new: NewMessage, params: dict[str, Any],
+            rows: list[dict[str, Any]]) -> Sent | None:
+    """The message and its event from CREATE's row; None when nothing was created (the
+    author is not a participant any more, or the room is gone)."""
+    created = _message(rows[0] if rows else None)
+    if created is None:
+        return None
+    event = EventRecord(room_id=new.room_id, seq=int(rows[0]["seq"]),
+                        type=EventType.MESSAGE_POSTED, at_ms=params["now"], message_id=new.id,
+                        user_id=new.author_id)
+    return Sent(created, event)
+
+
 def _message(row: dict[str, Any] | None) -> MessageRecord | None:
     return MessageRecord.from_row(row["m"]) if row and row["m"] else None
 
@@ -249,24 +271,18 @@ async def send_message(db: GraphDB, new: NewMessage) -> Sent | None:
                                              authorId=new.author_id))
             if existing is not None:
                 return Sent(existing, None)
-        now = now_ms()
-        row = await tx.one(
-            CREATE, id=new.id, roomId=new.room_id, authorId=new.author_id,
-            content=new.content, now=now, parentId=new.parent_id, rootId=new.root_id,
-            clientKey=key, mentionIds=new.mention_ids,
-            **clause_params(EventType.MESSAGE_POSTED, now, message_id=new.id,
-                            user_id=new.author_id))
-        created = _message(row)
-        if row is None or created is None:
-            return None  # not a participant (any more), or the room is gone
-        event = EventRecord(room_id=new.room_id, seq=int(row["seq"]),
-                            type=EventType.MESSAGE_POSTED, at_ms=now, message_id=new.id,
-                            user_id=new.author_id)
-        if new.root_id is not None:
+        params = _create_params(new, key)
+        sent = _posted(new, params, await tx.rows(CREATE, **params))
+        if sent is not None and new.root_id is not None:
             await tx.rows(LINK_ROOT, id=new.id, rootId=new.root_id)
-        return Sent(created, event)
+        return sent
 
     try:
+        if new.client_message_id is None and new.root_id is None:
+            # The hot path: a plain post is one auto-commit statement.
+            params = _create_params(new, key)
+            rows = await db.write_statement(CREATE, serialize_on=new.room_id, **params)
+            return _posted(new, params, rows)
         return await db.write(work, serialize_on=new.room_id)
     except ConstraintError:
         # Another process committed the same client key first; the in-process lock cannot
