@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ValidationCache
 
 from auth import TokenVerifier
 from graph_db.driver import GraphDB
@@ -84,11 +84,11 @@ async def open_hub(settings: Settings, db: GraphDB) -> AsyncIterator[Hub]:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
 
-    # Parsing and validating a document costs more than most operations' own work: cache
-    # both, per document text (docs/benchmarks.md).
+    # Validating a document costs more than most operations' own work: cache it per document
+    # (docs/benchmarks.md). Not ParserCache: a syntax error raised from its hook skips the
+    # error-coding extension.
     schema = build_schema(extensions=[
-        lambda: ParserCache(maxsize=1000), lambda: ValidationCache(maxsize=1000),
-        OperationLoaders, CodedErrors])
+        lambda: ValidationCache(maxsize=1000), OperationLoaders, CodedErrors])
     endpoint = GraphQLEndpoint(schema, ide=not settings.is_production,
                                allowed_origins=settings.cors_origins)
 
