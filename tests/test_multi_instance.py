@@ -435,6 +435,11 @@ async def test_outage_messages_arrive_once_redis_is_back_without_new_traffic(
                                          after=event_cursor.encode(room_id, start))
     subs = [steady]
     try:
+        # Attached before the outage (the server does not acknowledge a subscribe; the
+        # subscriber's own presence announcement says it is in the stream).
+        await steady.wait_until(
+            lambda: any(e.online and e.user_id == host.id for e in steady.events), 10,
+            "the subscriber on A to attach")
         redis.kill()
         dark = [await send(sender, room_id, f"dark {i}") for i in range(5)]
         last = dark[-1]["seq"]
