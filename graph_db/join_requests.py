@@ -70,18 +70,6 @@ async def request_to_join(db: GraphDB, *, request_id: str, room_id: str, user_id
     return await db.write(work, serialize_on=room_id)
 
 
-PENDING_KEYS = """
-UNWIND $keys AS key
-RETURN EXISTS { (:JoinRequest {roomId: key[0], userId: key[1], status: 'PENDING'}) } AS pending
-"""
-
-
-async def pending_keys(db: GraphDB, keys: list[tuple[str, str]]) -> list[bool]:
-    """Whether each (room id, user id) waits on a join request."""
-    rows = await db.read_rows(PENDING_KEYS, keys=[list(k) for k in keys])
-    return [bool(r["pending"]) for r in rows]
-
-
 async def requests_by_ids(db: GraphDB, ids: list[str]) -> list[JoinRequestRecord | None]:
     rows = await db.read_rows(BY_IDS, ids=ids)
     return [JoinRequestRecord.from_row(r["j"]) if r["j"] else None for r in rows]

@@ -118,11 +118,15 @@ WITH m ORDER BY m.seq DESC LIMIT $limit
 RETURN {_FIELDS} AS m
 """
 
-REPLIES_PAGE = f"""
-MATCH (m:Message {{rootId: $rootId}})
-WHERE $after IS NULL OR m.seq > $after
-WITH m ORDER BY m.seq LIMIT $limit
-RETURN {_FIELDS} AS m
+# Pages of several threads at once (a message list asking for each message's replies): a
+# row variable cannot be a LIMIT, so each thread is collected in order, then sliced.
+REPLIES_PAGES = f"""
+UNWIND $keys AS key
+OPTIONAL MATCH (m:Message {{rootId: key[0]}})
+WHERE key[1] IS NULL OR m.seq > key[1]
+WITH key, m ORDER BY m.seq
+WITH key, collect(CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END) AS ms
+RETURN key, ms[0..key[2]] AS ms
 """
 
 # The read mark only moves forward and never past what the room has produced.
@@ -364,11 +368,14 @@ async def room_page(db: GraphDB, room_id: str, *, before_seq: int | None,
     return [MessageRecord.from_row(r["m"]) for r in reversed(rows)]
 
 
-async def replies_page(db: GraphDB, root_id: str, *, after_seq: int | None,
-                       limit: int) -> list[MessageRecord]:
-    """Up to `limit` replies of a thread after `after_seq`, oldest first."""
-    rows = await db.read_rows(REPLIES_PAGE, rootId=root_id, after=after_seq, limit=limit)
-    return [MessageRecord.from_row(r["m"]) for r in rows]
+async def replies_pages(db: GraphDB, keys: list[tuple[str, int | None, int]]
+                        ) -> list[list[MessageRecord]]:
+    """For each (root id, after seq, limit): up to `limit` replies after `after`, oldest
+    first."""
+    rows = await db.read_rows(REPLIES_PAGES, keys=[list(k) for k in keys])
+    # Aggregated rows need not come back in the order of the keys sent: match them by key.
+    by_key = {tuple(r["key"]): [MessageRecord.from_row(m) for m in r["ms"] if m] for r in rows}
+    return [by_key.get((k[0], k[1], k[2]), []) for k in keys]
 
 
 async def mark_read(db: GraphDB, room_id: str, user_id: str, up_to_seq: int) -> int | None:

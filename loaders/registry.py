@@ -41,8 +41,6 @@ class Loaders:
         self.membership: DataLoader[tuple[str, str], ParticipantRecord | None] = _loader(
             db, participants.memberships)
         self.invited: DataLoader[tuple[str, str], bool] = _loader(db, participants.invitations)
-        self.pending: DataLoader[tuple[str, str], bool] = _loader(
-            db, join_requests.pending_keys)
         # Keyed by (room id, user id): the room with the user's standing, for access checks.
         self.standing: DataLoader[tuple[str, str], rooms.Standing | None] = _loader(
             db, rooms.standings)
@@ -54,6 +52,9 @@ class Loaders:
         self.reactions: DataLoader[str, list[ReactionRecord]] = _loader(
             db, messages.reactions_by_messages)
         self.reply_count: DataLoader[str, int] = _loader(db, messages.reply_counts)
+        # Keyed by (root message id, after seq, limit).
+        self.replies: DataLoader[tuple[str, int | None, int], list[MessageRecord]] = _loader(
+            db, messages.replies_pages)
         # Keyed by (room id, user id).
         self.unread_count: DataLoader[tuple[str, str], int] = _loader(
             db, messages.unread_counts)

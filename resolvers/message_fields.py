@@ -88,7 +88,7 @@ async def replies(ctx: Context, root: MessageRecord, first: int | None,
     limit = pagination.page_size(first, "first", REPLIES_PAGE_DEFAULT)
     fp = pagination.fingerprint(root.id)
     after_seq = _seq_key(pagination.decode("replies", fp, after), "after")
-    found = await messages.replies_page(ctx.db, root.id, after_seq=after_seq, limit=limit + 1)
+    found = await ctx.loaders.replies.load((root.id, after_seq, limit + 1))
     page = found[:limit]
     _prime(ctx, page)
     return MessagePage(

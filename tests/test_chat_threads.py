@@ -165,7 +165,8 @@ query($room: ID!) {
   room(id: $room) {
     messages(last: 50) {
       edges { node { author { displayName } reactions { emoji count users { id } }
-                     replyCount mentions { id } } }
+                     replyCount mentions { id }
+                     replies(first: 5) { edges { node { content author { id } } } } } }
     }
   }
 }"""
@@ -184,6 +185,8 @@ async def _queries_for(live: LiveServer, people: People, n: int) -> int:
     assert len(edges) == n
     assert all(e["node"]["replyCount"] == 1 and e["node"]["mentions"] == [{"id": member.id}]
                and e["node"]["reactions"][0]["users"] == [{"id": member.id}] for e in edges)
+    assert all([r["node"] for r in e["node"]["replies"]["edges"]]
+               == [{"content": "a reply", "author": {"id": member.id}}] for e in edges)
     return used
 
 
