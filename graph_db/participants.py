@@ -30,11 +30,6 @@ OPTIONAL MATCH (u:User {{id: key[1]}})-[m:MEMBER_OF]->(r:Room {{id: key[0]}})
 RETURN CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS p
 """
 
-INVITED_KEYS = """
-UNWIND $keys AS key
-RETURN EXISTS { (:User {id: key[1]})-[:INVITED_TO]->(:Room {id: key[0]}) } AS invited
-"""
-
 # Bumping lockVersion first serializes every membership change of one room: Neo4j takes the
 # node's write lock there, ArcadeDB's optimistic check makes the losers retry. The count
 # read after it is therefore exact, so maxParticipants holds under concurrent joins.
@@ -123,11 +118,6 @@ async def counts_by_rooms(db: GraphDB, ids: list[str]) -> list[int]:
 async def memberships(db: GraphDB, keys: list[tuple[str, str]]) -> list[ParticipantRecord | None]:
     rows = await db.read_rows(BY_KEYS, keys=[list(k) for k in keys])
     return [ParticipantRecord.from_row(r["p"]) if r["p"] else None for r in rows]
-
-
-async def invitations(db: GraphDB, keys: list[tuple[str, str]]) -> list[bool]:
-    rows = await db.read_rows(INVITED_KEYS, keys=[list(k) for k in keys])
-    return [bool(r["invited"]) for r in rows]
 
 
 async def lock_room(tx: Tx, room_id: str) -> tuple[int, int] | None:

@@ -40,7 +40,6 @@ class Loaders:
         # Keyed by (room id, user id).
         self.membership: DataLoader[tuple[str, str], ParticipantRecord | None] = _loader(
             db, participants.memberships)
-        self.invited: DataLoader[tuple[str, str], bool] = _loader(db, participants.invitations)
         # Keyed by (room id, user id): the room with the user's standing, for access checks.
         self.standing: DataLoader[tuple[str, str], rooms.Standing | None] = _loader(
             db, rooms.standings)

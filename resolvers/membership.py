@@ -39,10 +39,12 @@ async def _room_for_join(ctx: Context, room_id: str) -> tuple[RoomRecord, bool]:
     """The room a caller may try to join, and whether they were invited. A PRIVATE room is
     not visible to outsiders, yet they may ask to join it by id (a link someone shared)."""
     viewer = ctx.viewer
-    room = await ctx.loaders.room.load(room_id) if 0 < len(room_id) <= 128 else None
-    if room is None:
+    key = (room_id, viewer.id)
+    standing = await ctx.loaders.standing.load(key) if 0 < len(room_id) <= 128 else None
+    if standing is None:
         raise NotFound("room")
-    invited = await ctx.loaders.invited.load((room_id, viewer.id))
+    ctx.loaders.membership.prime(key, standing.member)
+    room, invited = standing.room, standing.invited
     if policy.join_mode(viewer.role, room, invited) is policy.JoinMode.DENIED:
         raise NotFound("room")
     return room, invited

@@ -15,20 +15,14 @@ from resolvers import pagination
 from resolvers.access import RoomAccess, find_room
 from resolvers.context import Context
 from resolvers.errors import BadInput, NotFound
+from resolvers.pagination import Page
 
 ROOM_PAGE_DEFAULT = 50
 REPLIES_PAGE_DEFAULT = 50
 
 
-@dataclass(frozen=True, slots=True)
-class MessagePage:
-    messages: list[MessageRecord]
-    cursors: list[str]
-    has_next: bool
-    has_previous: bool
-
-
-EMPTY = MessagePage(messages=[], cursors=[], has_next=False, has_previous=False)
+MessagePage = Page[MessageRecord]
+EMPTY: MessagePage = Page([], [], has_next=False, has_previous=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +70,9 @@ async def room_messages(ctx: Context, room: RoomRecord, last: int | None,
     found = await messages.room_page(ctx.db, room.id, before_seq=before_seq, limit=limit + 1)
     page = found[-limit:]
     _prime(ctx, page)
-    return MessagePage(
-        messages=page, cursors=[pagination.encode("messages", fp, m.seq) for m in page],
-        has_next=before is not None, has_previous=len(found) > limit,
-    )
+    # Paged backwards: the extra row is an older one.
+    return Page(page, [pagination.encode("messages", fp, m.seq) for m in page],
+                has_next=before is not None, has_previous=len(found) > limit)
 
 
 async def replies(ctx: Context, root: MessageRecord, first: int | None,
@@ -89,12 +82,10 @@ async def replies(ctx: Context, root: MessageRecord, first: int | None,
     fp = pagination.fingerprint(root.id)
     after_seq = _seq_key(pagination.decode("replies", fp, after), "after")
     found = await ctx.loaders.replies.load((root.id, after_seq, limit + 1))
-    page = found[:limit]
-    _prime(ctx, page)
-    return MessagePage(
-        messages=page, cursors=[pagination.encode("replies", fp, m.seq) for m in page],
-        has_next=len(found) > limit, has_previous=after is not None,
-    )
+    page = pagination.forward(found, limit, after,
+                              lambda m: pagination.encode("replies", fp, m.seq))
+    _prime(ctx, page.items)
+    return page
 
 
 def _prime(ctx: Context, page: list[MessageRecord]) -> None:

@@ -5,13 +5,32 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import orjson
 
 from resolvers.errors import BadInput
 
 MAX_PAGE = 100
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    cursors: list[str]
+    has_next: bool
+    has_previous: bool
+
+
+def forward(found: list[T], limit: int, after: str | None,
+            cursor: Callable[[T], str]) -> Page[T]:
+    """A first/after page from up to `limit + 1` rows (the extra one says there is more)."""
+    items = found[:limit]
+    return Page(items, [cursor(item) for item in items], has_next=len(found) > limit,
+                has_previous=after is not None)
 
 
 def page_size(value: int | None, field: str = "first", default: int = 20) -> int:

@@ -13,6 +13,7 @@ from resolvers import pagination, policy, validation
 from resolvers.access import access_room_for, can_see_user, find_room
 from resolvers.context import Context
 from resolvers.errors import BadInput, Forbidden
+from resolvers.pagination import Page
 
 NAME_MAX = 120
 DESCRIPTION_MAX = 2_000
@@ -22,10 +23,9 @@ INVITES_MAX = 100
 
 @dataclass(frozen=True, slots=True)
 class RoomPage:
-    rooms: list[RoomRecord]
-    cursors: list[str]
-    has_next: bool
-    has_previous: bool
+    """A page of rooms and the filter that chose them (totalCount counts with it)."""
+
+    page: Page[RoomRecord]
     filter: RoomFilterArgs = field(repr=False)
 
 
@@ -48,13 +48,11 @@ async def list_rooms(ctx: Context, *, type: RoomType | None, visibility: RoomVis
     keys = pagination.decode("rooms", fp, after)
     cursor_keys = _room_keys(keys)
     found = await rooms.list_rooms(ctx.db, filt, after=cursor_keys, limit=limit + 1)
-    page = found[:limit]
-    for r in page:
+    page = pagination.forward(found, limit, after,
+                              lambda r: pagination.encode("rooms", fp, r.created_ms, r.id))
+    for r in page.items:
         ctx.loaders.room.prime(r.id, r)
-    return RoomPage(
-        rooms=page, cursors=[pagination.encode("rooms", fp, r.created_ms, r.id) for r in page],
-        has_next=len(found) > limit, has_previous=after is not None, filter=filt,
-    )
+    return RoomPage(page, filter=filt)
 
 
 def _room_keys(keys: list[Any] | None) -> tuple[int, str] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from graph_db import users
@@ -11,14 +10,7 @@ from resolvers import pagination, policy, validation
 from resolvers.access import access_user
 from resolvers.context import Context
 from resolvers.errors import BadInput, NotFound
-
-
-@dataclass(frozen=True, slots=True)
-class UserPage:
-    users: list[UserRecord]
-    cursors: list[str]
-    has_next: bool
-    has_previous: bool
+from resolvers.pagination import Page
 
 
 async def me(ctx: Context) -> UserRecord:
@@ -33,7 +25,7 @@ async def user(ctx: Context, user_id: str) -> UserRecord | None:
 
 
 async def search_users(ctx: Context, *, search: str | None, role: Role | None,
-                       first: int | None, after: str | None) -> UserPage:
+                       first: int | None, after: str | None) -> Page[UserRecord]:
     viewer = ctx.viewer
     limit = pagination.page_size(first)
     term = validation.optional_text("search", search, max_len=120)
@@ -42,11 +34,8 @@ async def search_users(ctx: Context, *, search: str | None, role: Role | None,
     found = await users.search_users(
         ctx.db, viewer_id=viewer.id, sees_all=policy.sees_all_users(viewer.role),
         search=term, role=role, after=keys, limit=limit + 1)
-    page = found[:limit]
-    return UserPage(
-        users=page, cursors=[pagination.encode("users", fp, u.display_name, u.id) for u in page],
-        has_next=len(found) > limit, has_previous=after is not None,
-    )
+    return pagination.forward(found, limit, after,
+                              lambda u: pagination.encode("users", fp, u.display_name, u.id))
 
 
 def _user_keys(keys: list[Any] | None) -> tuple[str, str] | None:

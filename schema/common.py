@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import strawberry
+
+from resolvers.pagination import Page
 
 
 @strawberry.type
@@ -13,7 +17,8 @@ class PageInfo:
     end_cursor: str | None
 
     @classmethod
-    def of(cls, cursors: list[str], *, has_next: bool, has_previous: bool) -> PageInfo:
-        return cls(has_next_page=has_next, has_previous_page=has_previous,
+    def of(cls, page: Page[Any]) -> PageInfo:
+        cursors = page.cursors
+        return cls(has_next_page=page.has_next, has_previous_page=page.has_previous,
                    start_cursor=cursors[0] if cursors else None,
                    end_cursor=cursors[-1] if cursors else None)

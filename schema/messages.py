@@ -114,8 +114,8 @@ class MessageConnection:
     @classmethod
     def of(cls, page: message_fields.MessagePage) -> Self:
         edges = [MessageEdge(cursor=c, node=Message.of(m))
-                 for m, c in zip(page.messages, page.cursors, strict=True)]
-        info = PageInfo.of(page.cursors, has_next=page.has_next, has_previous=page.has_previous)
+                 for m, c in zip(page.items, page.cursors, strict=True)]
+        info = PageInfo.of(page)
         return cls(edges=edges, page_info=info)
 
 

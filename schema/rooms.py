@@ -160,11 +160,12 @@ class RoomConnection:
     _page: strawberry.Private[resolve.RoomPage]
 
     @classmethod
-    def of(cls, page: resolve.RoomPage) -> Self:
+    def of(cls, found: resolve.RoomPage) -> Self:
+        page = found.page
         edges = [RoomEdge(cursor=c, node=Room.of(r))
-                 for r, c in zip(page.rooms, page.cursors, strict=True)]
-        info = PageInfo.of(page.cursors, has_next=page.has_next, has_previous=page.has_previous)
-        return cls(edges=edges, page_info=info, _page=page)
+                 for r, c in zip(page.items, page.cursors, strict=True)]
+        info = PageInfo.of(page)
+        return cls(edges=edges, page_info=info, _page=found)
 
     @strawberry.field
     async def total_count(self, info: Ctx) -> int:

@@ -10,6 +10,7 @@ from strawberry.types import Info
 from graph_db.models import UserRecord
 from resolvers import users as resolve
 from resolvers.context import Context
+from resolvers.pagination import Page
 from schema.common import PageInfo
 from schema.enums import Role
 
@@ -48,10 +49,9 @@ class UserConnection:
     page_info: PageInfo
 
     @classmethod
-    def of(cls, page: resolve.UserPage) -> Self:
+    def of(cls, page: Page[UserRecord]) -> Self:
         return cls(
-            edges=[UserEdge(cursor=c, node=User.of(u)) for u, c in zip(page.users, page.cursors,
+            edges=[UserEdge(cursor=c, node=User.of(u)) for u, c in zip(page.items, page.cursors,
                                                                        strict=True)],
-            page_info=PageInfo.of(page.cursors, has_next=page.has_next,
-                                  has_previous=page.has_previous),
+            page_info=PageInfo.of(page),
         )
