@@ -29,7 +29,7 @@ from schema import build_schema
 from settings import Settings, load_settings
 from transport.endpoint import GraphQLEndpoint
 from transport.fanout import GraphQLRenderer
-from transport.ws import RawSendMiddleware
+from transport.uvicorn_adapter import RawSendMiddleware, log_fanout_path, uvicorn_ws_options
 
 log = logging.getLogger("collaboration")
 
@@ -154,11 +154,11 @@ def main() -> None:
     # the previous handler: with the default one the process dies of SIGTERM (status 143)
     # after a clean stop. This handler turns that into exit status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    options = uvicorn_ws_options(settings.ws_heartbeat_interval)
+    log_fanout_path(options["ws"])
     uvicorn.run(create_app(settings), host=settings.collaboration_host,
-                port=settings.collaboration_port, ws="websockets-sansio",
-                ws_per_message_deflate=False, ws_ping_interval=settings.ws_heartbeat_interval,
-                ws_ping_timeout=settings.ws_heartbeat_interval,
-                log_level=settings.log_level.lower(), lifespan="on")
+                port=settings.collaboration_port, log_level=settings.log_level.lower(),
+                lifespan="on", **options)
 
 
 if __name__ == "__main__":

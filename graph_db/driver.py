@@ -10,13 +10,27 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from neo4j import AsyncDriver, AsyncGraphDatabase, AsyncManagedTransaction, AsyncTransaction
+from neo4j import (
+    READ_ACCESS,
+    WRITE_ACCESS,
+    AsyncDriver,
+    AsyncGraphDatabase,
+    AsyncManagedTransaction,
+    AsyncTransaction,
+)
 from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RETRY_FOR_S = 30.0
+RETRY_FOR_S = 30.0  # write conflicts: they clear in milliseconds, but a busy room queues
+UNAVAILABLE_FOR_S = 2.0  # an unreachable server: callers hear SERVICE_UNAVAILABLE after this
+CONNECT_TIMEOUT_S = 5.0
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.005, 0.25
+
+
+class DatabaseUnavailable(Exception):
+    """The graph database could not be reached within UNAVAILABLE_FOR_S (stopped, restarting,
+    unreachable). Operations answer SERVICE_UNAVAILABLE; nothing was written."""
 
 
 @dataclass
@@ -51,7 +65,7 @@ class GraphDB:
     """Owns the async driver; reads and writes run as retried transaction functions.
 
     Retries matter here: ArcadeDB resolves concurrent writes optimistically (TransientError),
-    and Neo4j can deadlock-abort; `execute_read`/`execute_write` re-run the whole function.
+    and Neo4j can deadlock-abort; `_retrying` re-runs the whole unit of work.
     """
 
     def __init__(self, driver: AsyncDriver, database: str | None) -> None:
@@ -67,13 +81,13 @@ class GraphDB:
                 pool_size: int = 20) -> GraphDB:
         driver = AsyncGraphDatabase.driver(
             uri, auth=(user, password), max_connection_pool_size=pool_size,
-            max_transaction_retry_time=30.0,
+            connection_timeout=CONNECT_TIMEOUT_S,
         )
         return cls(driver, database)
 
     async def read(self, work: Work[T]) -> T:
-        async with self.driver.session(database=self.database) as session:
-            return await session.execute_read(lambda tx: work(Tx(tx, self.stats)))
+        """Runs `work` in a read transaction, retried like writes."""
+        return await self._retrying(lambda: self._attempt(work, READ_ACCESS))
 
     async def write(self, work: Work[T], *, serialize_on: str | None = None) -> T:
         """Runs `work` in a retried write transaction.
@@ -82,22 +96,25 @@ class GraphDB:
         queue on an in-process lock instead of colliding in the database, where each conflict
         costs a rollback and a retry. Other processes still collide; they retry quickly.
         """
-        return await self._serialized(serialize_on, lambda: self._attempt(work))
+        return await self._serialized(serialize_on, lambda: self._attempt(work, WRITE_ACCESS))
 
     async def write_statement(self, query: str, *, serialize_on: str | None = None,
                               **params: Any) -> list[dict[str, Any]]:
         """One statement as an auto-commit transaction, retried like `write`: a round trip
         less than an explicit transaction (no separate COMMIT), for hot single-statement
         writes."""
-        async def attempt() -> list[dict[str, Any]]:
-            async with self.driver.session(database=self.database) as session:
-                self.stats.queries += 1
-                result = await session.run(query, params)
-                rows = [record.data() async for record in result]
-                await result.consume()
-                return rows
+        return await self._serialized(
+            serialize_on, lambda: self._statement(query, params, WRITE_ACCESS))
 
-        return await self._serialized(serialize_on, attempt)
+    async def _statement(self, query: str, params: dict[str, Any],
+                         mode: str) -> list[dict[str, Any]]:
+        async with self.driver.session(database=self.database,
+                                       default_access_mode=mode) as session:
+            self.stats.queries += 1
+            result = await session.run(query, params)
+            rows = [record.data() async for record in result]
+            await result.consume()
+            return rows
 
     async def _serialized(self, key: str | None, attempt: Callable[[], Awaitable[T]]) -> T:
         if key is None:
@@ -111,24 +128,29 @@ class GraphDB:
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Our own retry loop, not execute_write's: the driver backs off 1, 2, 4, 8 s after a
         conflict, and under a room lock that stalls every writer of the room; optimistic
-        conflicts clear in milliseconds, so retry in milliseconds, with jitter."""
+        conflicts clear in milliseconds, so retry in milliseconds, with jitter. A server
+        that cannot be reached is retried briefly (a restart, a failover), then reported as
+        DatabaseUnavailable instead of holding the caller for half a minute."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + RETRY_FOR_S
+        started = loop.time()
         backoff = FIRST_BACKOFF_S
         while True:
             try:
                 return await attempt()
-            except (Neo4jError, ServiceUnavailable, SessionExpired) as exc:
-                retryable = isinstance(exc, (ServiceUnavailable, SessionExpired)) or (
-                    isinstance(exc, Neo4jError) and exc.is_retryable())
-                if not retryable or loop.time() + backoff > deadline:
+            except (ServiceUnavailable, SessionExpired) as exc:
+                if loop.time() + backoff > started + UNAVAILABLE_FOR_S:
+                    raise DatabaseUnavailable(f"graph database unreachable: {exc}") from exc
+                log.debug("graph database unreachable, retrying: %s", exc)
+            except Neo4jError as exc:
+                if not exc.is_retryable() or loop.time() + backoff > started + RETRY_FOR_S:
                     raise
                 log.debug("write conflict, retrying: %s", exc.__class__.__name__)
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    async def _attempt(self, work: Work[T]) -> T:
-        async with self.driver.session(database=self.database) as session:
+    async def _attempt(self, work: Work[T], mode: str) -> T:
+        async with self.driver.session(database=self.database,
+                                       default_access_mode=mode) as session:
             tx = await session.begin_transaction()
             try:
                 result = await work(Tx(tx, self.stats))
@@ -139,15 +161,15 @@ class GraphDB:
                     await tx.rollback()
 
     async def read_rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
-        return await self.read(lambda tx: tx.rows(query, **params))
+        """One read statement, auto-committed (no BEGIN/COMMIT round trips), retried."""
+        return await self._retrying(lambda: self._statement(query, params, READ_ACCESS))
 
     async def write_rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
         return await self.write(lambda tx: tx.rows(query, **params))
 
     async def ping(self, deadline_s: float = 3.0) -> bool:
-        # One plain query under a deadline, not a retried transaction: execute_read keeps
-        # retrying an unreachable server for max_transaction_retry_time (30 s), far longer
-        # than a readiness probe waits.
+        # One plain query under a deadline, not a retried transaction: a readiness probe
+        # wants the answer now.
         try:
             async with asyncio.timeout(deadline_s):
                 async with self.driver.session(database=self.database) as session:
@@ -160,6 +182,3 @@ class GraphDB:
 
     async def close(self) -> None:
         await self.driver.close()
-
-
-

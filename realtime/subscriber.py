@@ -89,8 +89,8 @@ class Outbox:
         if not self._queue and self._writable():
             try:
                 await self._send({"type": "websocket.send", "text": frame})
-            except Exception:  # the peer went away; its handler cleans up
-                self.closed = True
+            except Exception as exc:
+                self._lost(exc)
             return
         if len(self._queue) >= self._max_frames or self._queued_chars > self._max_bytes:
             self.close(SLOW_CONSUMER_CODE, "slow consumer: reconnect and resume with a cursor")
@@ -106,10 +106,24 @@ class Outbox:
                 frame = self._queue.popleft()
                 self._queued_chars -= len(frame)
                 await self._send({"type": "websocket.send", "text": frame})
-        except Exception:
-            self.closed = True
+        except Exception as exc:
+            self._lost(exc)
         finally:
             self._drainer = None
+
+    def _lost(self, exc: Exception) -> None:
+        """A failed send closes the outbox. A peer that went away (the server raises an
+        OSError: uvicorn's ClientDisconnected, a reset) is normal and its handler cleans up;
+        anything else is a bug worth a stack trace."""
+        self.closed = True
+        if not isinstance(exc, OSError):
+            log.error("websocket send failed", exc_info=exc)
+
+    async def flushed(self, timeout: float) -> None:
+        """Waits (at most `timeout`) until every queued frame has been handed to the socket."""
+        drainer = self._drainer
+        if drainer is not None:
+            await asyncio.wait({drainer}, timeout=timeout)
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import uuid
 from collections import OrderedDict
@@ -80,8 +79,6 @@ class Context:
     auth: Viewer | AuthError | None = None
     # Set by strawberry from the WebSocket connection_init payload.
     connection_params: dict[str, Any] | None = None
-    # Closes a WebSocket when its token expires (cancelled when the socket goes).
-    expiry_timer: asyncio.TimerHandle | None = None
 
     @property
     def db(self) -> GraphDB:

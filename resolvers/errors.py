@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from graphql import GraphQLError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from graph_db.driver import DatabaseUnavailable
 
 
 class ServiceError(GraphQLError):
@@ -46,3 +50,27 @@ class ResyncRequired(ServiceError):
     """A stream cursor older than the event log keeps: refetch, then subscribe afresh."""
 
     code = "RESYNC_REQUIRED"
+
+
+class Unavailable(ServiceError):
+    """A backing service (the graph database) cannot be reached: retry shortly."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
+UNEXPECTED_MESSAGE = "Unexpected error."
+UNAVAILABLE_MESSAGE = "The service is temporarily unavailable; retry shortly."
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """An outage of a backing service rather than a bug: the database did not answer, or
+    Redis (presence) refused the connection."""
+    return isinstance(exc, (DatabaseUnavailable, RedisConnectionError, RedisTimeoutError))
+
+
+def masked(exc: BaseException, request_id: str) -> ServiceError:
+    """What a client sees of an unexpected failure: a code it can act on and the request id
+    that finds the stack trace in the log, never the exception's own text."""
+    if is_unavailable(exc):
+        return Unavailable(UNAVAILABLE_MESSAGE, requestId=request_id)
+    return ServiceError(UNEXPECTED_MESSAGE, requestId=request_id)

@@ -9,6 +9,7 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
 from resolvers.context import Context
+from resolvers.errors import masked
 
 log = logging.getLogger("collaboration.errors")
 
@@ -53,13 +54,16 @@ class CodedErrors(MaskErrors):
         return context.request_id if isinstance(context, Context) else "-"
 
     def _coded(self, error: GraphQLError) -> GraphQLError:
-        if _unexpected(error):
+        original = error.original_error
+        if original is not None and not isinstance(original, GraphQLError):
             request_id = self._request_id()
-            log.error("unexpected error [request %s] at %s", request_id, error.path,
-                      exc_info=error.original_error)
-            masked = self.anonymise_error(error)
-            masked.extensions = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
-            return masked
+            public = masked(original, request_id)
+            log.error("%s [request %s] at %s", public.code, request_id,
+                      error.path, exc_info=original)
+            anonymous = self.anonymise_error(error)
+            anonymous.message = public.message
+            anonymous.extensions = public.extensions
+            return anonymous
         if error.extensions and "code" in error.extensions:
             return error
         error.extensions = {**(error.extensions or {}), "code": _code_for(error)}

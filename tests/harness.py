@@ -15,6 +15,7 @@ from app import create_app
 from graph_db.embedded import find_free_port
 from resolvers.context import Services
 from settings import Settings
+from transport.uvicorn_adapter import uvicorn_ws_options
 
 T = TypeVar("T")
 
@@ -24,9 +25,9 @@ class LiveServer:
         self.settings = settings
         self.port = find_free_port()
         self.app = create_app(settings)
+        # The WebSocket settings `make run` uses (app.main), so tests see its fast path.
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, lifespan="on",
-                                ws="websockets-sansio", ws_per_message_deflate=False,
-                                log_level="warning")
+                                log_level="warning", **uvicorn_ws_options(None))
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="live-server", daemon=True)

@@ -190,12 +190,23 @@ class WSClient:
         return found
 
     async def error(self, id: str, timeout: float = 5.0) -> list[str]:
-        """Skips `next` frames of `id` up to its `error`; the error codes."""
+        """Skips events of `id` up to the errors that end it; their codes. A refused or
+        failing operation ends as graphql-ws's reference server ends it: `next` with
+        `data: null` and `errors`, then `complete` (asserted here)."""
         while True:
             message = await self.next_message(timeout, id=id)
-            if message["type"] == "error":
-                return [e.get("extensions", {}).get("code") for e in message["payload"]]
             assert message["type"] == "next", message
+            payload = message["payload"]
+            if payload.get("errors"):
+                assert payload["data"] is None, message
+                assert (await self.next_message(timeout, id=id))["type"] == "complete"
+                return [e.get("extensions", {}).get("code") for e in payload["errors"]]
+
+    async def rejected(self, id: str, timeout: float = 5.0) -> list[str]:
+        """The codes of the `error` frame a document that does not validate gets."""
+        message = await self.next_message(timeout, id=id)
+        assert message["type"] == "error", message
+        return [e.get("extensions", {}).get("code") for e in message["payload"]]
 
     async def quiet(self, seconds: float, *, id: str | None = None) -> None:
         """Asserts that nothing new (for `id`) arrives within `seconds`, and that the socket

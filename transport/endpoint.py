@@ -3,10 +3,9 @@ per connection (`connection_init` payload)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from cross_web import HTTPException
@@ -21,7 +20,6 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from auth import AuthError, parse_bearer
-from realtime.tasks import spawn
 from resolvers.context import Context, Services
 from transport.documents import DocumentCache
 from transport.ws import TransportWSHandler
@@ -104,24 +102,4 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if isinstance(context.auth, AuthError):
             log.info("websocket rejected: %s", context.auth)
             raise ConnectionRejectionError
-        self._close_at_expiry(context)
         return None
-
-    @staticmethod
-    def _close_at_expiry(context: Context) -> None:
-        """A socket lives no longer than its token: closed with 4403 when it expires."""
-        websocket = context.request
-        assert isinstance(websocket, WebSocket)
-        delay = (context.viewer.claims.expires_at - datetime.now(UTC)).total_seconds()
-
-        def expire() -> None:
-            spawn(_close(websocket, 4403, "token expired"))
-
-        context.expiry_timer = asyncio.get_running_loop().call_later(max(delay, 0), expire)
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    try:
-        await websocket.close(code=code, reason=reason)
-    except Exception:  # already gone
-        log.debug("close of a finished socket", exc_info=True)

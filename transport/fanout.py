@@ -18,6 +18,7 @@ from graph_db.models import UserRecord
 from realtime.envelope import Envelope
 from realtime.subscriber import Subscriber
 from resolvers.context import Context
+from resolvers.errors import masked
 from schema.events import event_object
 from transport.documents import Compiled
 
@@ -86,9 +87,9 @@ def _name(compiled: Compiled) -> str | None:
 def _formatted(error: GraphQLError, context: Context) -> dict[str, Any]:
     original = error.original_error
     if original is not None and not isinstance(original, GraphQLError):
-        log.error("unexpected error rendering an event [request %s]", context.request_id,
-                  exc_info=original)
-        return {"message": "Unexpected error.", "path": error.path,
-                "extensions": {"code": "INTERNAL_SERVER_ERROR",
-                               "requestId": context.request_id}}
+        public = masked(original, context.request_id)
+        log.error("%s rendering an event [request %s]", public.code,
+                  context.request_id, exc_info=original)
+        return {"message": public.message, "path": error.path,
+                "extensions": public.extensions or {}}
     return dict(error.formatted)

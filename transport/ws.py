@@ -1,11 +1,18 @@
 """graphql-transport-ws with roomEvents served by the room streams (rendered once per
-group), and every other operation by strawberry; close codes as the protocol defines them."""
+group), and every other operation by strawberry; close codes as the protocol defines them.
+
+How an operation ends, as graphql-ws's reference server does it: a document that does not
+validate gets an `error` frame; anything refused or failing once it runs (not a participant,
+a bad cursor, removed from the room, the database down) gets `next` with `errors` and then
+`complete`. Gateways pass the latter on with its codes intact (../shared/notes/federation.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -15,91 +22,53 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
-from websockets.protocol import State
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    SubscribeMessage,
+)
 
 from graph_db.models import Role
-from realtime.subscriber import Outbox, Send, Subscriber
+from realtime.subscriber import Outbox, Subscriber
 from realtime.tasks import spawn
 from resolvers import room_events
 from resolvers.context import Context
-from resolvers.errors import ServiceError
+from resolvers.errors import ServiceError, Unauthenticated, masked
+from transport import uvicorn_adapter
 from transport.documents import ROOM_EVENTS_FIELD, Compiled
 from transport.fanout import RenderSpec, frame_prefix
 
 log = logging.getLogger(__name__)
-RAW_SEND_KEY = "collab.raw_send"
+FLUSH_BEFORE_CLOSE_S = 1.0
+_fallback_warned = False
+
+Op = Operation[Context, None]
 
 
-class RawSendMiddleware:
-    """Keeps the server's own ASGI `send` in the scope: the fan-out writes frames with it and
-    asks the server's protocol whether the socket is backed up."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            scope[RAW_SEND_KEY] = send
-        await self.app(scope, receive, send)
-
-
-def writable_probe(send: Send) -> Callable[[], bool]:
-    protocol = getattr(send, "__self__", None)
-    writable = getattr(protocol, "writable", None)
-    if isinstance(writable, asyncio.Event):
-        return writable.is_set
-    transport = getattr(protocol, "transport", None)
-    if transport is not None and hasattr(transport, "get_write_buffer_size"):
-        high = transport.get_write_buffer_limits()[1]
-        return lambda: bool(transport.get_write_buffer_size() < high)
-    return lambda: False  # unknown server: always go through the drain task
-
-
-def direct_writer(send: Send) -> Callable[[bytes], bool] | None:
-    """For uvicorn's websockets-sansio protocol: write finished frames to its transport.
-    Only while the connection is open and without extensions (no per-message deflate), so
-    the bytes are exactly what the protocol itself would have written."""
-    protocol = getattr(send, "__self__", None)
-    conn = getattr(protocol, "conn", None)
-    transport = getattr(protocol, "transport", None)
-    if type(protocol).__name__ != "WebSocketsSansIOProtocol" or conn is None:
-        return None
-    if transport is None or getattr(conn, "extensions", None):
-        return None
-
-    def write(data: bytes) -> bool:
-        if conn.state is not State.OPEN or transport.is_closing():
-            return False
-        transport.write(data)
-        return True
-
-    return write
-
-
-def abort_probe(send: Send) -> Callable[[], None] | None:
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    abort = getattr(transport, "abort", None)
-    return abort if callable(abort) else None
+def coded(message: str, code: str) -> ServiceError:
+    error = ServiceError(message)
+    error.extensions = {"code": code}
+    return error
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     _outbox: Outbox | None = None
+    _expiry: asyncio.TimerHandle | None = None
 
     def outbox(self) -> Outbox:
         if self._outbox is None:
-            ws = self.websocket.ws  # type: ignore[attr-defined]
-            send = ws.scope.get(RAW_SEND_KEY) or ws._send
-            self._outbox = Outbox(send, writable_probe(send), abort_probe(send),
-                                  direct_writer(send))
+            send = uvicorn_adapter.raw_send(self.websocket.ws)  # type: ignore[attr-defined]
+            direct = uvicorn_adapter.direct_writer(send)
+            if direct is None:
+                _warn_fallback()
+            self._outbox = Outbox(send, uvicorn_adapter.writable_probe(send),
+                                  uvicorn_adapter.abort_probe(send), direct)
         return self._outbox
 
     async def shutdown(self) -> None:
         if self._outbox is not None:
             self._outbox.closed = True
-        expiry = getattr(self.context, "expiry_timer", None)
-        if expiry is not None:
-            expiry.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
         await super().shutdown()
 
     async def handle_message(self, message: Any) -> None:
@@ -109,6 +78,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.handle_invalid_message("Failed to parse message")
             return
         await super().handle_message(message)
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged and self._expiry is None:
+            self._arm_expiry()
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        operation = self.operations.get(operation_id)
+        if operation is not None:
+            operation.completed = True  # the client completed it: nothing more may follow
+        await super().cleanup_operation(operation_id)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         payload = message["payload"]
@@ -127,15 +107,35 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         operation.task.add_done_callback(self._task_done)
         self.operations[message["id"]] = operation
 
-    async def _room_events(self, operation: Operation[Context, None],
-                           compiled: Compiled) -> None:
+    # -- roomEvents ----------------------------------------------------------------------
+
+    async def _room_events(self, operation: Op, compiled: Compiled) -> None:
+        """The operation's task. However it ends, the client is told, and its id is free
+        for reuse."""
+        try:
+            if compiled.errors:
+                await self._reject(operation, compiled.errors)
+                return
+            await self._follow(operation, compiled)
+        except asyncio.CancelledError:
+            raise
+        except GraphQLError as error:  # refused: not a participant, a bad cursor, ...
+            await self._finish(operation, [error])
+        except Exception as exc:
+            request_id = uuid.uuid4().hex[:16]
+            public = masked(exc, request_id)
+            log.error("roomEvents failed with %s [request %s, connection %s]",
+                      public.code, request_id, self.context.request_id,
+                      exc_info=exc)
+            await self._finish(operation, [public])
+        finally:
+            self._forget(operation)
+
+    async def _follow(self, operation: Op, compiled: Compiled) -> None:
         hub = self.context.services.hub
         token = self.context.start_operation()  # loaders for the checks only, then released
         try:
             variables, start = await self._start(operation, compiled)
-        except GraphQLError as error:
-            await operation.send_initial_errors([error])
-            return
         finally:
             self.context.end_operation(token)
         # The subscribe message is not needed any more; a subscription may live for hours.
@@ -156,10 +156,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         finally:
             await hub.detach(sub)
 
-    async def _start(self, operation: Operation[Context, None], compiled: Compiled
+    async def _start(self, operation: Op, compiled: Compiled
                      ) -> tuple[dict[str, Any], room_events.StreamStart]:
-        if compiled.errors:
-            raise compiled.errors[0]
         assert compiled.operation is not None
         schema = self.view.documents.schema  # type: ignore[attr-defined]
         coerced = get_variable_values(schema, compiled.operation.variable_definitions or [],
@@ -182,18 +180,73 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         viewer = self.context.viewer.id if compiled.viewer_dependent else None
         return (id(compiled), key, viewer)
 
-    def _end(self, operation: Operation[Context, None], code: str | None, text: str) -> None:
-        async def finish() -> None:
-            if code is None:
-                await operation.send_operation_message({"id": operation.id, "type": "complete"})
-            else:
-                error = ServiceError(text)
-                error.extensions = {"code": code}
-                await operation.send_initial_errors([error])
+    def _end(self, operation: Op, code: str | None, text: str) -> None:
+        """The stream ended the subscription (removed from the room: FORBIDDEN; the room
+        closed: None, a plain `complete`)."""
+        spawn(self._finish(operation, None if code is None else [coded(text, code)]))
+        if operation.task is not None:
+            operation.task.cancel()
+
+    # -- ending operations -----------------------------------------------------------------
+
+    def _forget(self, operation: Op) -> None:
+        """Frees the operation's id, unless the client already reused it for another."""
+        if self.operations.get(operation.id) is operation:
+            del self.operations[operation.id]
+
+    async def _final(self, operation: Op, frames: list[dict[str, Any]]) -> None:
+        """The operation's last frames, through the outbox so they follow its events."""
+        if operation.completed:
+            return
+        operation.completed = True
+        self._forget(operation)
+        outbox = self.outbox()
+        for frame in frames:
+            await outbox.push(orjson.dumps(frame).decode())
+
+    async def _finish(self, operation: Op, errors: list[GraphQLError] | None) -> None:
+        frames: list[dict[str, Any]] = []
+        if errors:
+            frames.append({"id": operation.id, "type": "next",
+                           "payload": {"data": None,
+                                       "errors": [e.formatted for e in errors]}})
+        frames.append({"id": operation.id, "type": "complete"})
+        await self._final(operation, frames)
+
+    async def _reject(self, operation: Op, errors: list[GraphQLError]) -> None:
+        await self._final(operation, [{"id": operation.id, "type": "error",
+                                       "payload": [e.formatted for e in errors]}])
+
+    # -- token expiry ------------------------------------------------------------------------
+
+    def _arm_expiry(self) -> None:
+        """A socket lives no longer than its token. Each open operation is told why first:
+        graphql-ws clients retry a 4403 close silently for about a minute."""
+        expires_at = self.context.viewer.claims.expires_at
+        delay = max((expires_at - datetime.now(UTC)).total_seconds(), 0.0)
+        self._expiry = asyncio.get_running_loop().call_later(
+            delay, lambda: spawn(self._token_expired()))
+
+    async def _token_expired(self) -> None:
+        error = Unauthenticated("token expired: reconnect with a fresh token")
+        for operation in list(self.operations.values()):
+            await self._finish(operation, [error])
             if operation.task is not None:
                 operation.task.cancel()
+        if self._outbox is not None:
+            await self._outbox.flushed(FLUSH_BEFORE_CLOSE_S)
+        try:
+            await self.websocket.close(code=4403, reason="token expired")
+        except Exception:  # the peer went away meanwhile
+            log.debug("close of a finished socket", exc_info=True)
 
-        spawn(finish())
+
+def _warn_fallback() -> None:
+    global _fallback_warned
+    if not _fallback_warned:
+        _fallback_warned = True
+        log.warning("fan-out: this server's WebSocket protocol is not uvicorn's %s; frames go "
+                    "through ASGI send (slower)", uvicorn_adapter.WS_IMPLEMENTATION)
 
 
 def _well_formed(message: Any) -> bool:
