@@ -9,7 +9,9 @@ import strawberry
 from resolvers.pagination import Page
 
 
-@strawberry.type
+# Shareable: a main application with Relay connections of its own defines the same PageInfo, and
+# Federation allows one value type in several subgraphs only when every copy is @shareable.
+@strawberry.federation.type(shareable=True)
 class PageInfo:
     has_next_page: bool
     has_previous_page: bool
