@@ -3,14 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The Node clients and gateways the tests drive (tests/clients): installed from the lock file.
+CLIENTS := tests/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed
 
 # Local runs default to development (GraphiQL on, the development JWT secret accepted);
 # production sets ENVIRONMENT=production and real secrets in the environment.
 export ENVIRONMENT ?= development
 
-.PHONY: install run test lint schema schema-check token bench clean
+.PHONY: install clients run test lint schema schema-check token bench clean
 
 install: $(STAMP)
+
+clients: $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(CLIENTS_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +30,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) -m app
 
-test: install lint schema-check
+test: install clients lint schema-check
 	ENVIRONMENT=test $(PY) -m pytest -q
 
 lint: install
@@ -45,4 +54,4 @@ bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache $(CLIENTS)/node_modules
