@@ -12,6 +12,9 @@ from settings import Settings
 from tests.harness import LiveServer
 from tests.personas import People
 
+# The federation fixtures (main-app subgraph, supergraph, gateways), started only when asked for.
+pytest_plugins = ["tests.gateways"]
+
 SECRET = "test-secret-0123456789abcdef0123"
 
 
