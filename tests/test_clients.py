@@ -10,15 +10,18 @@ failed mutation, a failed query and a refused subscription as the library's erro
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from graphql import build_schema
+from graphql import GraphQLInterfaceType, build_schema
 
 from tests.gql_helpers import register
 from tests.harness import LiveServer
-from tests.node import SCHEMA, Line, NodeScript, node_script
+from tests.node import CLIENTS as SCRIPTS
+from tests.node import SCHEMA, Line, NodeScript, node, node_script
 from tests.personas import People, Persona, make_room
 from tests.rt_helpers import attached, send
 from tests.wsclient import seq_of
@@ -143,16 +146,11 @@ async def test_queries_over_http(client: str, fresh: LiveServer, people: People,
 
 def test_possible_types_are_generated_from_the_schema() -> None:
     """What Apollo's cache is given: every RoomEvent implementation, from schema.graphql."""
-    import json
-    import subprocess
-
-    from tests.node import CLIENTS as SCRIPTS
-    from tests.node import node
-
     out = subprocess.run([node(), "possible-types.mjs", str(SCHEMA)], cwd=SCRIPTS,
                          capture_output=True, text=True, check=True, timeout=60).stdout
     schema = build_schema(SCHEMA.read_text(), assume_valid_sdl=True)
-    implementations = sorted(t.name for t in schema.get_possible_types(
-        schema.get_type("RoomEvent")))  # type: ignore[arg-type]
+    room_event = schema.get_type("RoomEvent")
+    assert isinstance(room_event, GraphQLInterfaceType)
+    implementations = sorted(t.name for t in schema.get_possible_types(room_event))
     assert json.loads(out)["RoomEvent"] == implementations
     assert len(implementations) >= 12

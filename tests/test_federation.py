@@ -4,6 +4,7 @@ queries through Hive Gateway and @apollo/gateway (tests/gateways.py starts them)
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,10 @@ query($ward: String!) {
 }"""
 
 
-def gateways(request: pytest.FixtureRequest, name: str) -> Gateway:
-    gateway: Gateway = request.getfixturevalue(name)
-    return gateway
-
-
 @pytest.fixture(params=["hive", "apollo_gateway"])
 def gateway(request: pytest.FixtureRequest) -> Gateway:
-    return gateways(request, request.param)
+    found: Gateway = request.getfixturevalue(request.param)
+    return found
 
 
 # -- composition -------------------------------------------------------------------------------
@@ -85,7 +82,8 @@ def test_composes_with_a_main_app(live: LiveServer, tmp_path: Path, relay: bool)
 
 EXTRAS = {
     # What the README says a main app must not define, and what it may.
-    "user-fields": ("extend type User { displayName: String! }", {"INVALID_FIELD_SHARING"}),
+    "user-fields": ("extend type User { displayName: String! online: Boolean! }",
+                    {"INVALID_FIELD_SHARING"}),
     "role-values": ("enum Role { ADMIN TEACHER DOCTOR STUDENT PATIENT NURSE }\n"
                     "extend type Patient { carer: Role }", {"ENUM_VALUE_MISMATCH"}),
     "message-type": ("type Message { id: ID! subject: String! }\n"
@@ -121,7 +119,7 @@ async def ward_with_patient(people: People, gateway: Gateway, ward: str
 
 
 async def test_a_query_across_both_subgraphs(gateway: Gateway, people: People) -> None:
-    host, room, patient = await ward_with_patient(people, gateway, f"across-{gateway.name}")
+    host, room, patient = await ward_with_patient(people, gateway, uuid.uuid4().hex)
     data = await gateway.data(ACROSS, host.token, patient=patient, room=room["id"])
     assert data["me"] == {"id": host.id, "displayName": "Dr Gray", "department": "Cardiology"}
     # The caller's header reached the main app as well as the service (`me` needs it).
@@ -161,7 +159,7 @@ async def test_entities_in_one_cypher_query(gateway: Gateway, people: People, fr
     await register(host)
     counts = {}
     for n in (1, 25):
-        ward = f"entities-{gateway.name}-{n}-{len(query)}"
+        ward = uuid.uuid4().hex  # the main app keeps its patients for the whole session
         for i in range(n):
             room = await make_room(host, name=f"Room {i}")
             physician = people.make_user("doctor", name=f"Dr {i}")

@@ -1,10 +1,11 @@
-// Apollo Client 4 as an application sets it up: HttpLink (auth header) behind the persisted-queries
-// link (sha256 from node:crypto, hashed queries over GET), GraphQLWsLink over graphql-ws for
-// subscriptions (token in connectionParams), InMemoryCache with possibleTypes generated from
-// schema.graphql. Scenarios: `http` (queries, APQ), `realtime` (common.mjs).
+// Apollo Client 4 as an application sets it up: HttpLink (auth header from SetContextLink) behind
+// the persisted-queries link (sha256 from node:crypto, hashed queries over GET), GraphQLWsLink
+// over graphql-ws for subscriptions (token in connectionParams), InMemoryCache with possibleTypes
+// generated from schema.graphql. Scenarios: `http` (queries, APQ), `realtime` (common.mjs).
 import { createHash } from 'node:crypto';
 import { ApolloClient, ApolloLink, HttpLink, InMemoryCache, gql } from '@apollo/client';
 import { CombinedGraphQLErrors } from '@apollo/client/errors';
+import { SetContextLink } from '@apollo/client/link/context';
 import { PersistedQueryLink } from '@apollo/client/link/persisted-queries';
 import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
 import { getMainDefinition } from '@apollo/client/utilities';
@@ -14,16 +15,15 @@ import {
 import { possibleTypesOf } from './possible-types.mjs';
 
 const sha256 = (text) => createHash('sha256').update(text).digest('hex');
-const documents = new Map();
-const doc = (text) => documents.get(text) ?? documents.set(text, gql(text)).get(text);
 
 function connect(token, wsOptions = {}, fetchLog = null) {
   const ws = wsClient(token, wsOptions);
-  const http = new HttpLink({
-    uri: config.http,
-    headers: { authorization: bearer(token) },
-    fetch: fetchLog ? loggingFetch(fetchLog) : fetch,
-  });
+  // Asked for each operation, so a refreshed token is used as soon as the app has it.
+  const auth = new SetContextLink(({ headers }) => ({
+    headers: { ...headers, authorization: bearer(token) },
+  }));
+  const http = new HttpLink({ uri: config.http,
+                             fetch: fetchLog ? loggingFetch(fetchLog) : fetch });
   const isSubscription = ({ query }) => {
     const definition = getMainDefinition(query);
     return definition.kind === 'OperationDefinition' && definition.operation === 'subscription';
@@ -31,7 +31,7 @@ function connect(token, wsOptions = {}, fetchLog = null) {
   const link = ApolloLink.split(
     isSubscription,
     new GraphQLWsLink(ws.client),
-    new PersistedQueryLink({ sha256, useGETForHashedQueries: true }).concat(http),
+    ApolloLink.from([new PersistedQueryLink({ sha256, useGETForHashedQueries: true }), auth, http]),
   );
   const client = new ApolloClient({
     link, cache: new InMemoryCache({ possibleTypes: possibleTypesOf(config.schema) }),
@@ -46,13 +46,13 @@ const failed = (error) => ({ data: null, error: errorOf(error) });
 
 function adapter(client) {
   return {
-    query: (text, variables) => client.query({ query: doc(text), variables,
+    query: (text, variables) => client.query({ query: gql(text), variables,
                                                fetchPolicy: 'network-only' })
       .then(outcome, failed),
-    mutate: (text, variables) => client.mutate({ mutation: doc(text), variables })
+    mutate: (text, variables) => client.mutate({ mutation: gql(text), variables })
       .then(outcome, failed),
     subscribe: (variables, onEvent, onErrors) => {
-      const subscription = client.subscribe({ query: doc(EVENTS), variables }).subscribe({
+      const subscription = client.subscribe({ query: gql(EVENTS), variables }).subscribe({
         next: (result) => (result.error ? onErrors(errorOf(result.error))
                                         : onEvent(result.data.roomEvents)),
         error: (error) => onErrors(errorOf(error)),

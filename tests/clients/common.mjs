@@ -39,7 +39,7 @@ export function wsClient(token, { onRetry = () => {}, retryWait } = {}) {
   holder.client = createClient({
     url: config.ws,
     webSocketImpl: WebSocket,
-    connectionParams: { authorization: bearer(token) },
+    connectionParams: () => ({ authorization: bearer(token) }), // read at every (re)connect
     ...(retryWait ? { retryWait } : {}),
     on: {
       connected: (socket, _payload, wasRetry) => {
