@@ -3,23 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The Node clients and gateways the tests drive (tests/clients): installed from the lock file.
-CLIENTS := tests/clients
-CLIENTS_STAMP := $(CLIENTS)/node_modules/.installed
 
 # Local runs default to development (GraphiQL on, the development JWT secret accepted);
 # production sets ENVIRONMENT=production and real secrets in the environment.
 export ENVIRONMENT ?= development
 
-.PHONY: install clients run test lint schema schema-check token bench clean
+.PHONY: install run test test-tools lint schema schema-check token bench graphiql clean
 
 install: $(STAMP)
-
-clients: $(CLIENTS_STAMP)
-
-$(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
-	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
-	touch $(CLIENTS_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +21,29 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) -m app
 
-test: install clients lint schema-check
+test: install lint schema-check test-tools
 	ENVIRONMENT=test $(PY) -m pytest -q
+
+# What the tests use besides Python packages: Chromium (GraphiQL in a browser; playwright
+# drives this one and never downloads its own), redis-server, the npm packages of the
+# GraphQL-over-HTTP audit, and the real clients and gateways the tests drive (tests/clients).
+AUDIT := tests/http_audit
+CLIENTS := tests/clients
+test-tools: $(AUDIT)/node_modules/.installed $(CLIENTS)/node_modules/.installed
+	@test -x /usr/bin/chromium -a -x /usr/bin/redis-server \
+	  || (apt-get update && apt-get install -y chromium redis-server)
+
+$(AUDIT)/node_modules/.installed: $(AUDIT)/package-lock.json
+	cd $(AUDIT) && npm ci --no-audit --no-fund
+	touch $@
+
+$(CLIENTS)/node_modules/.installed: $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Rebuilds GraphiQL's bundle (transport/graphiql/dist, committed) from the pinned packages.
+graphiql:
+	cd transport/graphiql && npm ci --no-audit --no-fund && npm run build
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -54,4 +66,5 @@ bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache $(CLIENTS)/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache $(AUDIT)/node_modules $(CLIENTS)/node_modules \
+	  transport/graphiql/node_modules
