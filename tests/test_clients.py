@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,8 @@ WIRE = {
 async def test_queries_over_http(client: str, fresh: LiveServer, people: People,
                                  tmp_path: Path) -> None:
     host, member, _, rid = await ward(people)
-    async with node_script(f"{client}.mjs", "http", config=config(fresh, member, rid),
-                           log_dir=tmp_path) as script:
+    settings = config(fresh, member, rid, nonce=uuid.uuid4().hex)
+    async with node_script(f"{client}.mjs", "http", config=settings, log_dir=tmp_path) as script:
         me = await script.expect("me")
         assert me == {"event": "me", "error": None,
                       "data": {"me": {"__typename": "User", "id": member.id,
@@ -142,6 +143,10 @@ async def test_queries_over_http(client: str, fresh: LiveServer, people: People,
         requests = (await script.expect("requests"))["requests"]
         await script.finish()
     assert [(r["method"], r["query"], r["hash"]) for r in requests] == WIRE[client], requests
+    # Both ask for the GraphQL-over-HTTP media type first, and get it (with 200: each response
+    # has `data`, or is PersistedQueryNotFound, which Apollo's link reads as the cue to POST).
+    assert {(r["status"], r["contentType"]) for r in requests} == {
+        (200, "application/graphql-response+json")}, requests
 
 
 def test_possible_types_are_generated_from_the_schema() -> None:

@@ -125,14 +125,16 @@ export function loggingFetch(log) {
 }
 
 /** The HTTP scenario: queries (one of them twice), a failing query, and what went over the wire.
- * `connect(token, wsOptions, log)` as for `realtime`, its fetch recording into `log`. */
+ * `connect(token, wsOptions, log)` as for `realtime`, its fetch recording into `log`. The
+ * operation names carry `config.nonce`: documents the service has not seen (nor their hashes). */
 export async function queries(connect) {
   const requests = [];
   const member = connect(config.token, {}, requests);
-  emit('me', await member.query(ME));
-  emit('room', await member.query(ROOM, { room: config.room }));
-  emit('me-again', await member.query(ME));
-  emit('bad-query', await member.query(BAD_PAGE));
+  const fresh = (text) => text.replace(/^query (\w+)/, `query $1_${config.nonce}`);
+  emit('me', await member.query(fresh(ME)));
+  emit('room', await member.query(fresh(ROOM), { room: config.room }));
+  emit('me-again', await member.query(fresh(ME)));
+  emit('bad-query', await member.query(fresh(BAD_PAGE)));
   emit('requests', { requests });
 }
 
