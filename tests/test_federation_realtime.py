@@ -71,8 +71,14 @@ async def test_refused_subscriptions_keep_their_codes_through_hive(
     pruned = event_cursor.encode(rid, sent[0]["seq"])
     async with await connect(hive.ws_url, outsider.token) as stranger, \
             await connect(hive.ws_url, member.token) as client:
+        # The outsider's token went upstream, not anyone else's: FORBIDDEN for them alone.
         await stranger.subscribe("x", EVENTS, {"room": rid})
-        assert await stranger.error("x") == ["FORBIDDEN"]
+        refused = await stranger.next_message(id="x")
+        assert refused["type"] == "next" and refused["payload"]["data"] is None
+        (error,) = refused["payload"]["errors"]
+        assert error["extensions"] == {"code": "FORBIDDEN", "serviceName": "collaboration"}
+        assert error["message"] == "only participants follow a room's events"
+        assert (await stranger.next_message(id="x"))["type"] == "complete"
         await client.subscribe("bad", EVENTS, {"room": rid, "after": "not a cursor"})
         assert await client.error("bad") == ["BAD_USER_INPUT"]
         await client.subscribe("old", EVENTS, {"room": rid, "after": pruned})
