@@ -114,6 +114,10 @@ async def test_graphiql_renders_offline_and_runs_a_query_with_a_token(
     await enter_token(page, doctor)
     await run(page)
     await expect(page.locator(".result-window")).to_contain_text(doctor.id, timeout=WAIT_MS)
+    # The explorer plugin lists the schema's fields (from introspection through the page).
+    await page.get_by_role("button", name="Show GraphiQL Explorer").click()
+    await expect(page.locator(".graphiql-explorer-root")).to_contain_text("rooms",
+                                                                         timeout=WAIT_MS)
     assert await page.evaluate("window.__csp || []") == []
     assert_stayed_home(traffic)
     # The bundle and its workers came from the service, not from anywhere else.

@@ -59,6 +59,7 @@ async def test_get_runs_queries_with_variables_and_operation_name(people: People
         "variables": '{"id": "nobody"}', "operationName": "Who", "extensions": "{}"})
     assert (response.status_code, media(response)) == (200, JSON)
     assert response.json() == {"data": {"user": None}}
+    assert response.headers["vary"].lower().startswith("accept")
     response = await request(fresh, "GET", accept=GR, who=doctor, params={"query": ME})
     assert (response.status_code, media(response)) == (200, GR)
     assert response.json() == {"data": {"me": {"id": doctor.id}}}
@@ -107,6 +108,8 @@ REQUEST_ERRORS = [
                  "OPERATION_RESOLUTION_FAILURE", id="no-operation-name"),
     pytest.param({"query": "query A { me { id } }", "operationName": "Z"},
                  "OPERATION_RESOLUTION_FAILURE", id="unknown-operation-name"),
+    pytest.param({"query": "fragment F on Query { __typename }"},
+                 "OPERATION_RESOLUTION_FAILURE", id="no-operation"),
 ]
 
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from graphql import GraphQLError, OperationType
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
@@ -116,9 +116,7 @@ class GraphQLHTTP:
             return None  # a syntax error: execution reports it with its code
         operation = compiled.operation
         if operation is None:
-            return OperationResolutionFailure(
-                f"Unknown operation named '{operation_name}'." if operation_name else
-                "Must provide operation name if query contains multiple operations.")
+            return OperationResolutionFailure(_unresolved(compiled.document, operation_name))
         if operation.operation is OperationType.SUBSCRIPTION:
             return BadRequest(SUBSCRIPTION_OVER_HTTP)
         if operation.operation is OperationType.MUTATION and method == "GET":
@@ -148,6 +146,14 @@ class GraphQLHTTP:
         return _json(_body(None, errors, media, request_error=True), status, media)
 
 
+def _unresolved(document: DocumentNode, operation_name: str | None) -> str:
+    if operation_name:
+        return f"Unknown operation named '{operation_name}'."
+    if any(isinstance(d, OperationDefinitionNode) for d in document.definitions):
+        return "Must provide operation name if query contains multiple operations."
+    return "The document contains no operation."
+
+
 def _is_request_error(result: ExecutionResult) -> bool:
     """Execution never started: no data, and only path-less errors of the request kinds
     (parse, validation, variable coercion)."""
@@ -173,5 +179,7 @@ def _body(data: Any, errors: list[GraphQLError], media: str, *, request_error: b
 
 def _json(body: dict[str, Any], status: int, media: str,
           headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, headers=headers,
-                    media_type=media)
+    # The answer to one URL depends on Accept (page or JSON, and which status): caches that
+    # keep GET answers (persisted queries by hash) must tell them apart.
+    return Response(orjson.dumps(body), status_code=status,
+                    headers={"vary": "Accept", **(headers or {})}, media_type=media)

@@ -65,7 +65,7 @@ class GraphiQL:
         self.files = {p.name: p for p in dist.iterdir() if p.is_file()} if dist.is_dir() else {}
 
     def page(self) -> Response:
-        return HTMLResponse(PAGE, headers=SECURITY_HEADERS)
+        return HTMLResponse(PAGE, headers={**SECURITY_HEADERS, "vary": "Accept"})
 
     async def asset(self, request: Request) -> Response:
         path = self.files.get(request.path_params["name"])
