@@ -22,8 +22,8 @@ function connect(token, wsOptions = {}, fetchLog = null) {
   const auth = new SetContextLink(({ headers }) => ({
     headers: { ...headers, authorization: bearer(token) },
   }));
-  const http = new HttpLink({ uri: config.http,
-                             fetch: fetchLog ? loggingFetch(fetchLog) : fetch });
+  const fetcher = fetchLog ? loggingFetch(fetchLog) : fetch;
+  const http = new HttpLink({ uri: config.http, fetch: fetcher });
   const isSubscription = ({ query }) => {
     const definition = getMainDefinition(query);
     return definition.kind === 'OperationDefinition' && definition.operation === 'subscription';

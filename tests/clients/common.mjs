@@ -15,7 +15,7 @@ export function emit(event, fields = {}) {
 const input = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 /** Waits for the test to write `name` on stdin (the test's half of each step). */
-export async function command(name) {
+async function command(name) {
   const { value, done } = await input.next();
   if (done || value.trim() !== name) throw new Error(`expected command ${name}, got ${value}`);
 }
@@ -30,7 +30,7 @@ export function run(scenarios) {
   );
 }
 
-export const codesOf = (errors) => (errors ?? []).map((e) => e.extensions?.code ?? null);
+const codesOf = (errors) => (errors ?? []).map((e) => e.extensions?.code ?? null);
 
 /** A graphql-ws client for `token`. After the library reconnects by itself (it retries a dropped
  * socket with back-off), `onRetry` runs before it re-sends any subscription. */
@@ -53,8 +53,8 @@ export function wsClient(token, { onRetry = () => {}, retryWait } = {}) {
 
 /** The test's "network failure": the TCP connection goes away without a close frame (the server
  * sees 1006), and the library does not reconnect until the test says `resume`. */
-export const dropSocket = (holder) => holder.socket.terminate();
-export const retryAfterCommand = () => command('resume');
+const dropSocket = (holder) => holder.socket.terminate();
+const retryAfterCommand = () => command('resume');
 
 const EPHEMERAL = new Set(['TypingChanged', 'PresenceChanged']);
 

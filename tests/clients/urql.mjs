@@ -11,7 +11,7 @@ function connect(token, wsOptions = {}, fetchLog = null) {
   const ws = wsClient(token, wsOptions);
   const client = new Client({
     url: config.http,
-    fetchOptions: { headers: { authorization: bearer(token) } },
+    fetchOptions: () => ({ headers: { authorization: bearer(token) } }), // read per request
     fetch: fetchLog ? loggingFetch(fetchLog) : fetch,
     exchanges: [
       cacheExchange,
