@@ -21,13 +21,12 @@ from graphql import GraphQLInterfaceType, build_schema
 
 from tests.gql_helpers import register
 from tests.harness import LiveServer
-from tests.node import CLIENTS as SCRIPTS
-from tests.node import SCHEMA, Line, NodeScript, node, node_script
+from tests.node import CLIENTS, SCHEMA, Line, NodeScript, node, node_script
 from tests.personas import People, Persona, make_room
 from tests.rt_helpers import attached, send
 from tests.wsclient import seq_of
 
-CLIENTS = ("apollo", "urql", "graphql-ws")
+LIBRARIES = ("apollo", "urql", "graphql-ws")
 
 
 def config(live: LiveServer, member: Persona, room_id: str, **extra: Any) -> dict[str, Any]:
@@ -66,7 +65,7 @@ async def sent_in_order(script: NodeScript) -> list[Line]:
     return events
 
 
-@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("client", LIBRARIES)
 async def test_realtime_resume_and_error_codes(client: str, fresh: LiveServer, people: People,
                                                tmp_path: Path) -> None:
     host, member, outsider, rid = await ward(people)
@@ -151,7 +150,7 @@ async def test_queries_over_http(client: str, fresh: LiveServer, people: People,
 
 def test_possible_types_are_generated_from_the_schema() -> None:
     """What Apollo's cache is given: every RoomEvent implementation, from schema.graphql."""
-    out = subprocess.run([node(), "possible-types.mjs", str(SCHEMA)], cwd=SCRIPTS,
+    out = subprocess.run([node(), "possible-types.mjs", str(SCHEMA)], cwd=CLIENTS,
                          capture_output=True, text=True, check=True, timeout=60).stdout
     schema = build_schema(SCHEMA.read_text(), assume_valid_sdl=True)
     room_event = schema.get_type("RoomEvent")
