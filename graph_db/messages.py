@@ -283,11 +283,10 @@ async def send_message(db: GraphDB, new: NewMessage) -> Sent | None:
         return sent
 
     try:
-        if new.client_message_id is None and new.root_id is None:
-            # The hot path: a plain post is one auto-commit statement.
-            params = _create_params(new, key)
-            rows = await db.write_statement(CREATE, serialize_on=new.room_id, **params)
-            return _posted(new, params, rows)
+        # An explicit transaction even for a plain post: ArcadeDB commits each CREATE of an
+        # auto-commit statement on its own (with its own retries), so under a write conflict
+        # with another process the event could be stored twice for one message
+        # (tests/test_concurrent_writers.py).
         return await db.write(work, serialize_on=new.room_id)
     except ConstraintError:
         # Another process committed the same client key first; the in-process lock cannot

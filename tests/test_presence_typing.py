@@ -85,10 +85,11 @@ async def test_typing_is_published_once_and_expires(graced: LiveServer, crowd: P
             await typer.gql(TYPING, room=rid, typing=True)
         last_refresh = time.monotonic()
         await client.quiet(2.5, id="w")
-        ended = await client.until("w", typing_of(typer), timeout=6)
+        ended = await client.until("w", typing_of(typer), timeout=8)
         waited = time.monotonic() - last_refresh
         assert ended[-1]["typing"] is False
-        assert 4.0 <= waited <= 7.0, f"typing expired {waited:.1f}s after the last refresh"
+        # Expiry is 5 s after the last refresh; seconds of margin for a loaded machine.
+        assert 4.0 <= waited <= 10.0, f"typing expired {waited:.1f}s after the last refresh"
         assert [e["typing"] for e in seen(client, typing_of(typer))] == [True, False]
         await client.quiet(1.0, id="w")
 
