@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # production sets ENVIRONMENT=production and real secrets in the environment.
 export ENVIRONMENT ?= development
 
-.PHONY: install run test lint schema schema-check token bench clean
+.PHONY: install run test test-tools lint schema schema-check token bench graphiql clean
 
 install: $(STAMP)
 
@@ -21,8 +21,24 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) -m app
 
-test: install lint schema-check
+test: install lint schema-check test-tools
 	ENVIRONMENT=test $(PY) -m pytest -q
+
+# What the tests use besides Python packages: Chromium (GraphiQL in a browser; playwright
+# drives this one and never downloads its own), redis-server, and the npm packages of the
+# GraphQL-over-HTTP audit.
+AUDIT := tests/http_audit
+test-tools: $(AUDIT)/node_modules/.installed
+	@test -x /usr/bin/chromium -a -x /usr/bin/redis-server \
+	  || (apt-get update && apt-get install -y chromium redis-server)
+
+$(AUDIT)/node_modules/.installed: $(AUDIT)/package-lock.json
+	cd $(AUDIT) && npm ci --no-audit --no-fund
+	touch $@
+
+# Rebuilds GraphiQL's bundle (transport/graphiql/dist, committed) from the pinned packages.
+graphiql:
+	cd transport/graphiql && npm ci --no-audit --no-fund && npm run build
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -45,4 +61,4 @@ bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache $(AUDIT)/node_modules transport/graphiql/node_modules

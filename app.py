@@ -27,8 +27,11 @@ from resolvers.context import Services
 from resolvers.extensions import CodedErrors, OperationLoaders
 from schema import build_schema
 from settings import Settings, load_settings
+from transport.document_store import DocumentStore, MemoryDocumentStore, RedisDocumentStore
 from transport.endpoint import GraphQLEndpoint
 from transport.fanout import GraphQLRenderer
+from transport.ide import GraphiQL
+from transport.persisted import PersistedOperations
 from transport.uvicorn_adapter import RawSendMiddleware, log_fanout_path, uvicorn_ws_options
 
 log = logging.getLogger("collaboration")
@@ -81,6 +84,25 @@ async def open_hub(settings: Settings, db: GraphDB) -> AsyncIterator[Hub]:
         await hub.close()
 
 
+def persisted_operations(settings: Settings) -> PersistedOperations:
+    """Persisted queries shared through Redis when REDIS_URL is set (every instance knows a
+    document registered on one), else kept per process; trusted documents from the manifest."""
+    store: DocumentStore
+    if settings.redis_url:
+        store = RedisDocumentStore(settings.redis_url, settings.persisted_queries_ttl)
+    else:
+        store = MemoryDocumentStore(settings.persisted_queries_cache_size,
+                                    settings.persisted_queries_cache_bytes)
+    manifest = settings.trusted_documents
+    if settings.persisted_queries_only:
+        log.info("persisted queries: only the %d operations of %s run", len(manifest),
+                 settings.persisted_queries_manifest)
+    else:
+        log.info("persisted queries: automatic, %s", "in Redis" if settings.redis_url
+                 else "in process")
+    return PersistedOperations(store, manifest, only=settings.persisted_queries_only)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
 
@@ -89,8 +111,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # error-coding extension.
     schema = build_schema(extensions=[
         lambda: ValidationCache(maxsize=1000), OperationLoaders, CodedErrors])
-    endpoint = GraphQLEndpoint(schema, ide=not settings.is_production,
-                               allowed_origins=settings.cors_origins)
+    ide = None if settings.is_production else GraphiQL()
+    persisted = persisted_operations(settings)
+    endpoint = GraphQLEndpoint(schema, ide=ide, allowed_origins=settings.cors_origins,
+                               persisted=persisted)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -103,12 +127,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 yield
             finally:
                 await verifier.aclose()
+                await persisted.store.aclose()
     routes = [
-        Route("/graphql", endpoint, methods=["GET", "POST"]),
+        Route("/graphql", endpoint, methods=None),  # the endpoint answers other methods 405
         WebSocketRoute("/graphql", endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
     ]
+    if ide is not None:
+        routes.append(Route("/graphiql/{name}", ide.asset, methods=["GET"]))
     middleware = [
         Middleware(RawSendMiddleware),
         Middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, FilePath, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "your-secret-key"
 PLACEHOLDER_DB_PASSWORD = "password"
+
+
+class ManifestOperation(BaseModel):
+    id: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+    name: str | None = None
+    type: Literal["query", "mutation", "subscription"] | None = None
+
+
+class PersistedQueryManifest(BaseModel):
+    """The file `@apollo/generate-persisted-query-manifest` writes."""
+
+    format: Literal["apollo-persisted-query-manifest"]
+    version: Literal[1]
+    operations: list[ManifestOperation]
+
+    @property
+    def bodies(self) -> dict[str, str]:
+        """Every operation by its id and by the sha256 of its body (the id the generator
+        uses by default; a custom id is accepted too)."""
+        found: dict[str, str] = {}
+        for operation in self.operations:
+            found[operation.id] = operation.body
+            found[hashlib.sha256(operation.body.encode()).hexdigest()] = operation.body
+        return found
+
+
+def read_manifest(path: Path) -> PersistedQueryManifest:
+    try:
+        return PersistedQueryManifest.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        raise ValueError(f"{path} is not an Apollo persisted-query manifest "
+                         f"({where}: {first['msg']})") from None
 
 
 def _split_csv(value: object) -> object:
@@ -56,6 +94,16 @@ class Settings(BaseSettings):
     # Room events kept for resuming streams; an older cursor gets RESYNC_REQUIRED.
     event_log_retention: int = Field(default=10_000, ge=100, le=10_000_000)
 
+    # Persisted operations: automatic persisted queries (hashes registered by clients) in a
+    # bounded store, shared through Redis when REDIS_URL is set; with PERSISTED_QUERIES_ONLY
+    # only the operations of the manifest run (trusted documents).
+    persisted_queries_only: bool = False
+    persisted_queries_manifest: FilePath | None = None
+    persisted_queries_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+    persisted_queries_cache_bytes: int = Field(default=16 * 1024 * 1024, ge=0,
+                                               le=4 * 1024 * 1024 * 1024)
+    persisted_queries_ttl: int = Field(default=7 * 24 * 3600, ge=60, le=365 * 24 * 3600)
+
     # AI integration
     gemini_api_key: str | None = None
     ai_model_name: str = "gemini-pro"
@@ -84,6 +132,13 @@ class Settings(BaseSettings):
 
     _split = field_validator("cors_origins", "stun_servers", mode="before")(_split_csv)
 
+    @field_validator("persisted_queries_manifest")
+    @classmethod
+    def _manifest_is_readable(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            read_manifest(path)
+        return path
+
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> Settings:
         no_jwks = not (self.jwt_jwks_url or self.jwt_jwks_file)
@@ -102,6 +157,9 @@ class Settings(BaseSettings):
                 "NEO4J_PASSWORD: the default password is refused outside development; set "
                 "NEO4J_PASSWORD to the graph database's password"
             )
+        if self.persisted_queries_only and self.persisted_queries_manifest is None:
+            raise ValueError("PERSISTED_QUERIES_ONLY: needs PERSISTED_QUERIES_MANIFEST, the "
+                             "file of the operations allowed to run")
         return self
 
     @property
@@ -111,6 +169,12 @@ class Settings(BaseSettings):
     @cached_property
     def uses_embedded_graph(self) -> bool:
         return not self.neo4j_uri
+
+    @cached_property
+    def trusted_documents(self) -> dict[str, str]:
+        """The manifest's operations by id (validated at start-up), or none."""
+        path = self.persisted_queries_manifest
+        return {} if path is None else read_manifest(path).bodies
 
 
 def load_settings() -> Settings:

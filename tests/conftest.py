@@ -3,6 +3,7 @@ between tests."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,6 +22,28 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
         "graph_heap": "512m", **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def serving(tmp_path_factory: pytest.TempPathFactory, name: str,
+            **overrides: object) -> Iterator[LiveServer]:
+    """A second live service with other settings (and a graph of its own)."""
+    server = LiveServer(make_settings(tmp_path_factory.mktemp(name), **overrides)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def people_of(server: LiveServer) -> AsyncIterator[People]:
+    """Personas of `server`, its data wiped first."""
+    server.wipe()
+    crowd = People(server.settings, server.url)
+    try:
+        yield crowd
+    finally:
+        await crowd.aclose()
 
 
 @pytest.fixture(scope="session")

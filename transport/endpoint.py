@@ -1,5 +1,5 @@
-"""The /graphql endpoint: HTTP POST and graphql-transport-ws, authenticated per request or
-per connection (`connection_init` payload)."""
+"""The /graphql endpoint: GraphQL over HTTP (transport/http.py) and graphql-transport-ws,
+authenticated per request (`Authorization` header) or per connection (`connection_init`)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,19 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from cross_web import HTTPException
-from graphql import GraphQLError, OperationType
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from strawberry.types import ExecutionResult
 
 from auth import AuthError, parse_bearer
 from resolvers.context import Context, Services
 from transport.documents import DocumentCache
+from transport.http import GraphQLHTTP
+from transport.ide import GraphiQL
+from transport.persisted import PersistedOperations
 from transport.ws import TransportWSHandler
 
 log = logging.getLogger(__name__)
@@ -29,12 +28,17 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
+    """strawberry's view serves the WebSocket; HTTP is ours (GraphQLHTTP)."""
+
     graphql_transport_ws_handler_class = TransportWSHandler
 
-    def __init__(self, schema: Any, *, ide: bool, allowed_origins: list[str]) -> None:
+    def __init__(self, schema: Any, *, ide: GraphiQL | None, allowed_origins: list[str],
+                 persisted: PersistedOperations) -> None:
         self.documents = DocumentCache(schema._schema)
+        self.persisted = persisted  # also read by the WebSocket handler
+        self.http_handler = GraphQLHTTP(schema, self.documents, persisted, self._http_context, ide)
         super().__init__(
-            schema, graphql_ide="graphiql" if ide else None, allow_queries_via_get=False,
+            schema, graphql_ide=None, allow_queries_via_get=False,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             connection_init_wait_timeout=timedelta(seconds=10),
             allowed_origins=allowed_origins,
@@ -44,33 +48,16 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        try:
-            response = await self.run(Request(scope=scope, receive=receive))
-        except HTTPException as exc:
-            # Malformed requests get a GraphQL-shaped body with a code, like every error.
-            body = {"errors": [{"message": exc.reason, "extensions": {"code": "BAD_REQUEST"}}]}
-            response = JSONResponse(body, status_code=exc.status_code)
+        response = await self.http_handler(Request(scope=scope, receive=receive))
         await response(scope, receive, send)
-
-    async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
-                             context: Context, root_value: Any,
-                             request_data: GraphQLRequestData) -> ExecutionResult:
-        """Subscriptions live on the WebSocket; over HTTP they would run once and return
-        nothing useful, so say where they are instead."""
-        compiled = self.documents.get(request_data.query or "", request_data.operation_name)
-        operation = compiled.operation
-        if operation is not None and operation.operation is OperationType.SUBSCRIPTION:
-            error = GraphQLError("subscriptions are served over WebSocket "
-                                 "(graphql-transport-ws) at /graphql",
-                                 extensions={"code": "BAD_REQUEST"})
-            return ExecutionResult(data=None, errors=[error])
-        return await super().execute_single(request, request_adapter, sub_response, context,
-                                            root_value, request_data)
 
     @staticmethod
     def services(request: Request | WebSocket) -> Services:
         services: Services = request.app.state.services
         return services
+
+    async def _http_context(self, request: Request) -> Context:
+        return await self.get_context(request, Response())
 
     async def get_context(self, request: Request | WebSocket,
                           response: Response | WebSocket) -> Context:

@@ -92,6 +92,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         payload = message["payload"]
+        # Persisted operations (transport/persisted.py): trusted documents, hashes.
+        refusal = await self.view.persisted.admit(payload)  # type: ignore[attr-defined]
+        if refusal and self.connection_acknowledged and message["id"] not in self.operations:
+            await self.send_message({"id": message["id"], "type": "error", "payload": refusal})
+            return
         compiled: Compiled = self.view.documents.get(  # type: ignore[attr-defined]
             payload["query"], payload.get("operationName"))
         if not compiled.room_events or not self.connection_acknowledged:

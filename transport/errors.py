@@ -1,0 +1,50 @@
+"""Errors of the transport itself (before any resolver runs), each with its client-facing code.
+
+HTTPProblem is a request that is not a well-formed GraphQL-over-HTTP request: it is answered
+with its HTTP status and a GraphQL-shaped body, whatever media type was asked for."""
+
+from __future__ import annotations
+
+from resolvers.errors import ServiceError
+
+
+class BadRequest(ServiceError):
+    """Malformed request: bad JSON, wrong parameter types, a bad persisted-query extension."""
+
+    code = "BAD_REQUEST"
+
+
+class OperationResolutionFailure(ServiceError):
+    """The document is fine but names no operation to run (several and no operationName, or
+    an operationName it does not contain)."""
+
+    code = "OPERATION_RESOLUTION_FAILURE"
+
+
+class PersistedQueryNotFound(ServiceError):
+    """A hash alone that this service does not know: send it again with the document. The
+    message is the one Apollo Client's persisted-queries link retries on."""
+
+    code = "PERSISTED_QUERY_NOT_FOUND"
+
+    def __init__(self) -> None:
+        super().__init__("PersistedQueryNotFound")
+
+
+class PersistedQueryNotAllowed(ServiceError):
+    """PERSISTED_QUERIES_ONLY: the document is not in the trusted-documents manifest."""
+
+    code = "PERSISTED_QUERY_NOT_ALLOWED"
+
+    def __init__(self) -> None:
+        super().__init__("PersistedQueryNotAllowed: this service runs only the operations of "
+                         "its persisted-query manifest")
+
+
+class HTTPProblem(Exception):
+    def __init__(self, status: int, message: str, *,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = BadRequest(message)
+        self.headers = headers or {}

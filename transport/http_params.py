@@ -1,0 +1,87 @@
+"""The GraphQL request parameters of an HTTP request (GraphQL over HTTP §Request): from the
+URL for GET, from an application/json body for POST. Anything else is an HTTPProblem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from transport.errors import HTTPProblem
+from transport.media import JSON
+
+PARAMETERS = ("query", "variables", "operationName", "extensions")
+
+
+@dataclass(frozen=True, slots=True)
+class GraphQLParams:
+    query: str | None
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    extensions: dict[str, Any] | None
+
+
+async def read_params(request: Request) -> GraphQLParams:
+    if request.method == "GET":
+        return _checked(_from_url(request))
+    return _checked(await _from_body(request))
+
+
+def _from_url(request: Request) -> dict[str, Any]:
+    """`variables` and `extensions` are JSON text in the URL; empty values count as absent."""
+    found: dict[str, Any] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in PARAMETERS:
+            continue
+        if name in found:
+            raise HTTPProblem(400, f"the `{name}` parameter is given more than once")
+        if value == "":
+            continue
+        found[name] = _json(value, name) if name in ("variables", "extensions") else value
+    return found
+
+
+async def _from_body(request: Request) -> dict[str, Any]:
+    media, _, params = (request.headers.get("content-type") or "").partition(";")
+    if media.strip().lower() != JSON or _charset(params) not in (None, "utf-8", "utf8"):
+        raise HTTPProblem(415, "send the request body as application/json in utf-8",
+                          headers={"accept-post": JSON})
+    body = await request.body()
+    if not body.strip():
+        raise HTTPProblem(400, "the request body is empty: send {\"query\": ...}")
+    data = _json(body, "request body")
+    if isinstance(data, list):
+        raise HTTPProblem(400, "batched operations are not supported: send one at a time")
+    if not isinstance(data, dict):
+        raise HTTPProblem(400, "the request body must be a JSON object")
+    return data
+
+
+def _charset(params: str) -> str | None:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def _json(text: str | bytes, what: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise HTTPProblem(400, f"the {what} is not valid JSON") from None
+
+
+def _checked(data: dict[str, Any]) -> GraphQLParams:
+    """Types as the spec has them; null counts as absent."""
+    for name, kind, label in (("query", str, "a string"), ("operationName", str, "a string"),
+                              ("variables", dict, "an object"),
+                              ("extensions", dict, "an object")):
+        value = data.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise HTTPProblem(400, f"the `{name}` parameter must be {label} or null")
+    return GraphQLParams(query=data.get("query") or None, variables=data.get("variables"),
+                         operation_name=data.get("operationName") or None,
+                         extensions=data.get("extensions"))
