@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, FilePath, ValidationError, field_validato
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "your-secret-key"
+PLACEHOLDER_DB_PASSWORD = "password"
 
 
 class ManifestOperation(BaseModel):
@@ -72,7 +73,7 @@ class Settings(BaseSettings):
     # Graph database: NEO4J_URI unset starts the embedded ArcadeDB under graph_data_dir.
     neo4j_uri: str | None = None
     neo4j_user: str = "neo4j"
-    neo4j_password: str = "password"
+    neo4j_password: str = PLACEHOLDER_DB_PASSWORD
     neo4j_database: str | None = None
     graph_data_dir: Path = Path("data/graph")
     graph_heap: str = "512m"
@@ -149,6 +150,13 @@ class Settings(BaseSettings):
             )
         if self.jwt_secret_key != PLACEHOLDER_SECRET and len(self.jwt_secret_key) < 16:
             raise ValueError("JWT_SECRET_KEY: must be at least 16 characters")
+        # The seed's default password only for a local server; the embedded database makes
+        # its own random one and ignores this.
+        if not relaxed and self.neo4j_uri and self.neo4j_password == PLACEHOLDER_DB_PASSWORD:
+            raise ValueError(
+                "NEO4J_PASSWORD: the default password is refused outside development; set "
+                "NEO4J_PASSWORD to the graph database's password"
+            )
         if self.persisted_queries_only and self.persisted_queries_manifest is None:
             raise ValueError("PERSISTED_QUERIES_ONLY: needs PERSISTED_QUERIES_MANIFEST, the "
                              "file of the operations allowed to run")

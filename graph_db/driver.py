@@ -98,14 +98,6 @@ class GraphDB:
         """
         return await self._serialized(serialize_on, lambda: self._attempt(work, WRITE_ACCESS))
 
-    async def write_statement(self, query: str, *, serialize_on: str | None = None,
-                              **params: Any) -> list[dict[str, Any]]:
-        """One statement as an auto-commit transaction, retried like `write`: a round trip
-        less than an explicit transaction (no separate COMMIT), for hot single-statement
-        writes."""
-        return await self._serialized(
-            serialize_on, lambda: self._statement(query, params, WRITE_ACCESS))
-
     async def _statement(self, query: str, params: dict[str, Any],
                          mode: str) -> list[dict[str, Any]]:
         async with self.driver.session(database=self.database,

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import importlib.util
 import os
 import re
 import secrets
-import signal
 import socket
-import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, Self
@@ -26,12 +22,13 @@ from typing import NoReturn, Self
 import neo4j
 from neo4j.exceptions import AuthError, DriverError, Neo4jError
 
+from graph_db import die_with_parent
+
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 LOG_FILE = "server.log"
 PASSWORD_FILE = ".root-password"
 LOCK_FILE = ".lock"
-_PR_SET_PDEATHSIG = 1
 _HEAP_RE = re.compile(r"[1-9][0-9]*[kKmMgG]?")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
@@ -50,27 +47,6 @@ def _package_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the arcadedb-embedded package is not installed")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """preexec_fn asking the kernel to SIGKILL the JVM when we die, even by SIGKILL.
-
-    The kernel fires this when the forking *thread* exits, so start() must run on a
-    thread that lives as long as the service (the event loop's thread does).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    # Resolve prctl before fork: loading libraries in the forked child can deadlock.
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        # If the parent died between fork and prctl, the signal will never come.
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
 
 
 def _acquire_lock(data_dir: Path) -> int:
@@ -225,9 +201,10 @@ class EmbeddedGraphServer:
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             log.write(f"--- graph server starting at {stamp} ---\n".encode())
             log.flush()
+            # The JVM dies with this process, even if it is SIGKILLed (die_with_parent.py
+            # says why that is not a preexec_fn).
             self._proc = await asyncio.create_subprocess_exec(
-                str(java),
-                *self._jvm_args(package, http_port),
+                *die_with_parent.wrapped([str(java), *self._jvm_args(package, http_port)]),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -238,7 +215,6 @@ class EmbeddedGraphServer:
                 start_new_session=True,
                 # The JVM inherits the flock, so the directory stays locked until it is gone.
                 pass_fds=(lock_fd,),
-                preexec_fn=_die_with_parent_hook(),
             )
 
     async def _wait_ready(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 
+from graph_db.batch import by_key, unique
 from graph_db.driver import GraphDB, Tx
 from graph_db.events import EventType, append_event
 from graph_db.models import JoinRequestRecord, JoinRequestStatus, ParticipantRole, now_ms
@@ -27,7 +28,7 @@ RETURN {_FIELDS}
 BY_IDS = """
 UNWIND $ids AS id
 OPTIONAL MATCH (j:JoinRequest {id: id})
-RETURN CASE WHEN j IS NULL THEN NULL ELSE j {.*} END AS j
+RETURN id AS key, CASE WHEN j IS NULL THEN NULL ELSE j {.*} END AS j
 """
 
 BY_ROOM = f"""
@@ -71,8 +72,9 @@ async def request_to_join(db: GraphDB, *, request_id: str, room_id: str, user_id
 
 
 async def requests_by_ids(db: GraphDB, ids: list[str]) -> list[JoinRequestRecord | None]:
-    rows = await db.read_rows(BY_IDS, ids=ids)
-    return [JoinRequestRecord.from_row(r["j"]) if r["j"] else None for r in rows]
+    rows = await db.read_rows(BY_IDS, ids=unique(ids))
+    return by_key(ids, rows, lambda r: JoinRequestRecord.from_row(r["j"]) if r["j"] else None,
+                  None)
 
 
 async def requests_of_room(db: GraphDB, room_id: str,

@@ -14,6 +14,7 @@ from typing import Any
 
 from neo4j.exceptions import ConstraintError
 
+from graph_db.batch import by_key, params_of, unique
 from graph_db.driver import GraphDB, Tx
 from graph_db.events import APPEND_CLAUSE, EventRecord, EventType, append_event, clause_params
 from graph_db.models import _at, from_ms, now_ms
@@ -30,7 +31,7 @@ _FIELDS = """{id: m.id, roomId: m.roomId, authorId: m.authorId, createdAt: m.cre
 BY_IDS = f"""
 UNWIND $ids AS id
 OPTIONAL MATCH (m:Message {{id: id}})
-RETURN CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS m
+RETURN id AS key, CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS m
 """
 
 BY_ID = f"MATCH (m:Message {{id: $id}}) RETURN {_FIELDS} AS m"
@@ -282,11 +283,10 @@ async def send_message(db: GraphDB, new: NewMessage) -> Sent | None:
         return sent
 
     try:
-        if new.client_message_id is None and new.root_id is None:
-            # The hot path: a plain post is one auto-commit statement.
-            params = _create_params(new, key)
-            rows = await db.write_statement(CREATE, serialize_on=new.room_id, **params)
-            return _posted(new, params, rows)
+        # An explicit transaction even for a plain post: ArcadeDB commits each CREATE of an
+        # auto-commit statement on its own (with its own retries), so under a write conflict
+        # with another process the event could be stored twice for one message
+        # (tests/test_concurrent_writers.py).
         return await db.write(work, serialize_on=new.room_id)
     except ConstraintError:
         # Another process committed the same client key first; the in-process lock cannot
@@ -343,22 +343,19 @@ async def remove_reaction(db: GraphDB, message: MessageRecord, user_id: str,
 
 
 async def messages_by_ids(db: GraphDB, ids: list[str]) -> list[MessageRecord | None]:
-    rows = await db.read_rows(BY_IDS, ids=ids)
-    return [_message(r) for r in rows]
+    rows = await db.read_rows(BY_IDS, ids=unique(ids))
+    return by_key(ids, rows, _message, None)
 
 
 async def reactions_by_messages(db: GraphDB, ids: list[str]) -> list[list[ReactionRecord]]:
-    rows = await db.read_rows(REACTIONS, ids=ids)
-    # Aggregation does not promise the UNWIND order: match rows back to keys by id.
-    by_id = {r["id"]: [ReactionRecord(x["userId"], x["emoji"], int(x["at"]))
-                       for x in r["rs"] if x] for r in rows}
-    return [by_id.get(i, []) for i in ids]
+    rows = await db.read_rows(REACTIONS, ids=unique(ids))
+    return by_key(ids, rows, lambda r: [ReactionRecord(x["userId"], x["emoji"], int(x["at"]))
+                                        for x in r["rs"] if x], [], field="id")
 
 
 async def reply_counts(db: GraphDB, root_ids: list[str]) -> list[int]:
-    rows = await db.read_rows(REPLY_COUNTS, ids=root_ids)
-    by_id = {r["id"]: int(r["n"]) for r in rows}
-    return [by_id.get(i, 0) for i in root_ids]
+    rows = await db.read_rows(REPLY_COUNTS, ids=unique(root_ids))
+    return by_key(root_ids, rows, lambda r: int(r["n"]), 0, field="id")
 
 
 async def room_page(db: GraphDB, room_id: str, *, before_seq: int | None,
@@ -372,10 +369,8 @@ async def replies_pages(db: GraphDB, keys: list[tuple[str, int | None, int]]
                         ) -> list[list[MessageRecord]]:
     """For each (root id, after seq, limit): up to `limit` replies after `after`, oldest
     first."""
-    rows = await db.read_rows(REPLIES_PAGES, keys=[list(k) for k in keys])
-    # Aggregated rows need not come back in the order of the keys sent: match them by key.
-    by_key = {tuple(r["key"]): [MessageRecord.from_row(m) for m in r["ms"] if m] for r in rows}
-    return [by_key.get((k[0], k[1], k[2]), []) for k in keys]
+    rows = await db.read_rows(REPLIES_PAGES, keys=params_of(keys))
+    return by_key(keys, rows, lambda r: [MessageRecord.from_row(m) for m in r["ms"] if m], [])
 
 
 async def mark_read(db: GraphDB, room_id: str, user_id: str, up_to_seq: int) -> int | None:
@@ -392,5 +387,5 @@ async def mark_read(db: GraphDB, room_id: str, user_id: str, up_to_seq: int) -> 
 async def unread_counts(db: GraphDB, keys: list[tuple[str, str]]) -> list[int]:
     """Per (room id, user id): messages and replies after the user's read mark, not deleted
     and not their own; 0 for non-members."""
-    rows = await db.read_rows(UNREAD, keys=[list(k) for k in keys])
-    return [int(r["n"]) for r in rows]
+    rows = await db.read_rows(UNREAD, keys=params_of(keys))
+    return by_key(keys, rows, lambda r: int(r["n"]), 0)

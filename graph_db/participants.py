@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from graph_db.batch import by_key, params_of, unique
 from graph_db.driver import GraphDB, Tx
 from graph_db.events import EventRecord, EventType, append_event
 from graph_db.models import ParticipantRecord, ParticipantRole, now_ms
@@ -27,7 +28,7 @@ RETURN id, CASE WHEN r IS NULL THEN 0 ELSE COUNT { (:User)-[:MEMBER_OF]->(r) } E
 BY_KEYS = f"""
 UNWIND $keys AS key
 OPTIONAL MATCH (u:User {{id: key[1]}})-[m:MEMBER_OF]->(r:Room {{id: key[0]}})
-RETURN CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS p
+RETURN key, CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS p
 """
 
 # Bumping lockVersion first serializes every membership change of one room: Neo4j takes the
@@ -103,21 +104,25 @@ class JoinOutcome(enum.Enum):
     GONE = "gone"
 
 
+def _member(row: dict[str, Any]) -> ParticipantRecord | None:
+    return ParticipantRecord.from_row(row["p"]) if row["p"] else None
+
+
 async def participants_by_rooms(db: GraphDB, ids: list[str]) -> list[list[ParticipantRecord]]:
-    rows = await db.read_rows(BY_ROOMS, ids=ids)
-    # Aggregated rows need not come back in the order of the ids sent: match them by key.
-    by_id = {r["id"]: [ParticipantRecord.from_row(p) for p in r["ps"] if p] for r in rows}
-    return [by_id.get(i, []) for i in ids]
+    rows = await db.read_rows(BY_ROOMS, ids=unique(ids))
+    return by_key(ids, rows, lambda r: [ParticipantRecord.from_row(p) for p in r["ps"] if p],
+                  [], field="id")
 
 
 async def counts_by_rooms(db: GraphDB, ids: list[str]) -> list[int]:
-    rows = await db.read_rows(COUNTS, ids=ids)
-    return [int(r["n"]) for r in rows]
+    rows = await db.read_rows(COUNTS, ids=unique(ids))
+    return by_key(ids, rows, lambda r: int(r["n"]), 0, field="id")
 
 
 async def memberships(db: GraphDB, keys: list[tuple[str, str]]) -> list[ParticipantRecord | None]:
-    rows = await db.read_rows(BY_KEYS, keys=[list(k) for k in keys])
-    return [ParticipantRecord.from_row(r["p"]) if r["p"] else None for r in rows]
+    """Per (room id, user id): the membership, or None."""
+    rows = await db.read_rows(BY_KEYS, keys=params_of(keys))
+    return by_key(keys, rows, _member, None)
 
 
 async def lock_room(tx: Tx, room_id: str) -> tuple[int, int] | None:
@@ -144,7 +149,7 @@ async def join(db: GraphDB, room_id: str, user_id: str) -> Written[JoinOutcome]:
         if locked is None:
             return JoinOutcome.GONE, []
         existing = await tx.one(BY_KEYS, keys=[[room_id, user_id]])
-        if existing and existing["p"]:
+        if existing and _member(existing):
             return JoinOutcome.ALREADY, []
         max_participants, count = locked
         if count >= max_participants:
@@ -217,8 +222,10 @@ async def invite(db: GraphDB, room_id: str, user_ids: list[str]) -> Written[Join
         locked = await lock_room(tx, room_id)
         if locked is None:
             return JoinOutcome.GONE, []
-        current = await tx.rows(BY_KEYS, keys=[[room_id, uid] for uid in user_ids])
-        new_ids = [uid for uid, row in zip(user_ids, current, strict=True) if not row["p"]]
+        keys = [(room_id, uid) for uid in user_ids]
+        rows = await tx.rows(BY_KEYS, keys=params_of(keys))
+        current = by_key(keys, rows, _member, None)
+        new_ids = [uid for uid, member in zip(user_ids, current, strict=True) if member is None]
         if locked[1] + len(new_ids) > locked[0]:
             return JoinOutcome.FULL, []
         events = []

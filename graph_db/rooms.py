@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from graph_db.batch import by_key, params_of, unique
 from graph_db.driver import GraphDB, Tx
 from graph_db.events import EventType, append_event
 from graph_db.models import (
@@ -34,7 +35,7 @@ RETURN count(u) AS invited
 BY_IDS = """
 UNWIND $ids AS id
 OPTIONAL MATCH (r:Room {id: id}) WHERE r.deletedAt IS NULL
-RETURN r {.*} AS r
+RETURN id AS key, r {.*} AS r
 """
 
 # One visibility rule for listing and counting; the resolver layer applies the same rule
@@ -112,8 +113,8 @@ async def create_room(db: GraphDB, *, room_id: str, host_id: str, name: str,
 
 
 async def rooms_by_ids(db: GraphDB, ids: list[str]) -> list[RoomRecord | None]:
-    rows = await db.read_rows(BY_IDS, ids=ids)
-    return [RoomRecord.from_row(r["r"]) if r["r"] else None for r in rows]
+    rows = await db.read_rows(BY_IDS, ids=unique(ids))
+    return by_key(ids, rows, lambda r: RoomRecord.from_row(r["r"]) if r["r"] else None, None)
 
 
 async def list_rooms(db: GraphDB, filt: RoomFilterArgs, *, after: tuple[int, str] | None,
@@ -164,7 +165,7 @@ STANDING = """
 UNWIND $keys AS key
 OPTIONAL MATCH (r:Room {id: key[0]}) WHERE r.deletedAt IS NULL
 OPTIONAL MATCH (u:User {id: key[1]})-[m:MEMBER_OF]->(r)
-RETURN r {.*} AS r,
+RETURN key, r {.*} AS r,
        CASE WHEN m IS NULL THEN NULL
             ELSE {roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt} END AS p,
        r IS NOT NULL AND EXISTS { (:User {id: key[1]})-[:INVITED_TO]->(r) } AS invited,
@@ -183,12 +184,15 @@ class Standing:
     pending: bool
 
 
+def _standing(row: dict[str, Any]) -> Standing | None:
+    if not row["r"]:
+        return None
+    return Standing(room=RoomRecord.from_row(row["r"]),
+                    member=ParticipantRecord.from_row(row["p"]) if row["p"] else None,
+                    invited=bool(row["invited"]), pending=bool(row["pending"]))
+
+
 async def standings(db: GraphDB, keys: list[tuple[str, str]]) -> list[Standing | None]:
-    rows = await db.read_rows(STANDING, keys=[list(k) for k in keys])
-    return [
-        Standing(room=RoomRecord.from_row(r["r"]),
-                 member=ParticipantRecord.from_row(r["p"]) if r["p"] else None,
-                 invited=bool(r["invited"]), pending=bool(r["pending"]))
-        if r["r"] else None
-        for r in rows
-    ]
+    """Per (room id, user id): the room and that user's standing in it (access checks)."""
+    rows = await db.read_rows(STANDING, keys=params_of(keys))
+    return by_key(keys, rows, _standing, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from neo4j.exceptions import ConstraintError
 
+from graph_db.batch import by_key, unique
 from graph_db.driver import GraphDB, Tx
 from graph_db.models import Role, UserRecord, now_ms
 
@@ -17,7 +18,7 @@ RETURN u {.*} AS u
 BY_IDS = """
 UNWIND $ids AS id
 OPTIONAL MATCH (u:User {id: id})
-RETURN u {.*} AS u
+RETURN id AS key, u {.*} AS u
 """
 
 # Patients' identities are health information: people who may not see every user
@@ -61,13 +62,13 @@ async def upsert_user(db: GraphDB, *, user_id: str, name: str, role: Role,
 
 
 async def users_by_ids(db: GraphDB, ids: list[str]) -> list[UserRecord | None]:
-    rows = await db.read_rows(BY_IDS, ids=ids)
-    return [UserRecord.from_row(r["u"]) if r["u"] else None for r in rows]
+    rows = await db.read_rows(BY_IDS, ids=unique(ids))
+    return by_key(ids, rows, lambda r: UserRecord.from_row(r["u"]) if r["u"] else None, None)
 
 
 async def shares_room_with(db: GraphDB, viewer_id: str, ids: list[str]) -> list[bool]:
-    rows = await db.read_rows(SHARES_ROOM, ids=ids, viewer=viewer_id)
-    return [bool(r["shared"]) for r in rows]
+    rows = await db.read_rows(SHARES_ROOM, ids=unique(ids), viewer=viewer_id)
+    return by_key(ids, rows, lambda r: bool(r["shared"]), False, field="id")
 
 
 async def search_users(

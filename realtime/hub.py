@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import OrderedDict
 
 from graph_db import events as event_log
@@ -38,7 +39,10 @@ class Hub:
         # What a writer already holds of its event's objects, keyed by (room, seq): this
         # process renders its own events without reading them back from the database.
         self.hints: OrderedDict[tuple[str, int], tuple[object, ...]] = OrderedDict()
-        self._stream_locks: dict[str, asyncio.Lock] = {}
+        # Held only while a stream starts or stops: a room's lock lives as long as someone
+        # waits on it (the driver's key locks are the same pattern).
+        self._stream_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
         self._heartbeat: asyncio.Task[None] | None = None
         pubsub.on_reconnect(self._resync_all)
 
@@ -120,8 +124,14 @@ class Hub:
         if stream.subscriber_count == 0:
             await self._drop(sub.room_id, stream)
 
+    def _lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._stream_locks.get(room_id)
+        if lock is None:
+            lock = self._stream_locks[room_id] = asyncio.Lock()
+        return lock
+
     async def _stream(self, room_id: str) -> RoomStream:
-        lock = self._stream_locks.setdefault(room_id, asyncio.Lock())
+        lock = self._lock(room_id)  # a strong reference for as long as it is held
         async with lock:
             stream = self.streams.get(room_id)
             if stream is None:
@@ -129,12 +139,17 @@ class Hub:
                 stream = RoomStream(room_id, self.db, self.renderer)
                 # Subscribe first, then read the head: nothing falls between the two.
                 await self.pubsub.subscribe(channel_for(room_id), self._handler(stream))
-                await stream.start()
+                try:
+                    await stream.start()
+                except BaseException:
+                    await self.pubsub.unsubscribe(channel_for(room_id))
+                    raise
                 self.streams[room_id] = stream
             return stream
 
     async def _drop(self, room_id: str, stream: RoomStream) -> None:
-        async with self._stream_locks.setdefault(room_id, asyncio.Lock()):
+        lock = self._lock(room_id)
+        async with lock:
             if stream.subscriber_count or self.streams.get(room_id) is not stream:
                 return
             del self.streams[room_id]
@@ -162,3 +177,9 @@ class Hub:
 
     def stream_of(self, room_id: str) -> RoomStream | None:
         return self.streams.get(room_id)
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each per-room or per-user map of the hub holds: each drains back
+        when its rooms and users go (tests/test_bounded_state.py)."""
+        return {"hub.streams": len(self.streams), "hub.stream_locks": len(self._stream_locks),
+                "hub.hints": len(self.hints), **self.presence.sizes()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -23,8 +24,9 @@ class PresenceStore(Protocol):
     """Where processes record their sockets; answers "is anyone's socket there?"."""
 
     async def add(self, room_id: str, user_id: str) -> None: ...
-    async def remove(self, room_id: str, user_id: str) -> bool:
-        """True when no process has the user in the room any more."""
+    async def remove(self, room_id: str, user_id: str, *, user_gone: bool) -> bool:
+        """Forgets this process's (room, user); with `user_gone`, also that the user is
+        online here at all. True when no process has the user in the room any more."""
     async def online(self, keys: list[tuple[str, str]]) -> list[bool]: ...
     async def online_users(self, user_ids: list[str]) -> list[bool]: ...
     async def refresh(self, pairs: list[tuple[str, str]]) -> None: ...
@@ -37,7 +39,7 @@ class MemoryPresence:
     async def add(self, room_id: str, user_id: str) -> None:
         self._pairs.add((room_id, user_id))
 
-    async def remove(self, room_id: str, user_id: str) -> bool:
+    async def remove(self, room_id: str, user_id: str, *, user_gone: bool) -> bool:
         self._pairs.discard((room_id, user_id))
         return True
 
@@ -53,11 +55,17 @@ class MemoryPresence:
 
 
 class RedisPresence:
-    """Sorted sets scored by expiry: a crashed process's entries age out after `ttl`."""
+    """Sorted sets scored by expiry: `presence:room:{room}` holds `user|instance` members,
+    `presence:user:{user}` the instances the user is connected to. A process removes its own
+    entries when a user's last socket goes (after the grace period); a crashed process's
+    entries stop counting after `ttl` and are pruned by the next refresh of that key; every
+    key expires `ttl` after its last refresh, so nothing outlives the processes that wrote
+    it."""
 
     def __init__(self, redis: Redis, ttl: float) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.key_ttl = math.ceil(ttl) + 1
         self.instance = uuid.uuid4().hex[:12]
 
     def _member(self, user_id: str) -> str:
@@ -69,17 +77,27 @@ class RedisPresence:
     async def refresh(self, pairs: list[tuple[str, str]]) -> None:
         if not pairs:
             return
-        expiry = time.time() + self.ttl
-        pipe = self.redis.pipeline(transaction=False)
+        now = time.time()
+        expiry = now + self.ttl
+        entries: dict[str, dict[str, float]] = {}
         for room_id, user_id in pairs:
-            pipe.zadd(f"presence:room:{room_id}", {self._member(user_id): expiry})
-            pipe.zadd(f"presence:user:{user_id}", {self.instance: expiry})
+            entries.setdefault(f"presence:room:{room_id}", {})[self._member(user_id)] = expiry
+            entries.setdefault(f"presence:user:{user_id}", {})[self.instance] = expiry
+        pipe = self.redis.pipeline(transaction=False)
+        for key, members in entries.items():
+            pipe.zadd(key, members)
+            pipe.zremrangebyscore(key, "-inf", now)  # crashed processes' leftovers
+            pipe.expire(key, self.key_ttl)
         await pipe.execute()
 
-    async def remove(self, room_id: str, user_id: str) -> bool:
+    async def remove(self, room_id: str, user_id: str, *, user_gone: bool) -> bool:
         key = f"presence:room:{room_id}"
-        await self.redis.zrem(key, self._member(user_id))
-        others = await self.redis.zrangebyscore(key, time.time(), "+inf")
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrem(key, self._member(user_id))
+        if user_gone:
+            pipe.zrem(f"presence:user:{user_id}", self.instance)
+        pipe.zrangebyscore(key, time.time(), "+inf")
+        others = (await pipe.execute())[-1]
         return not any(_user_of(m) == user_id for m in others)
 
     async def online(self, keys: list[tuple[str, str]]) -> list[bool]:
@@ -114,6 +132,9 @@ class Presence:
         self.grace = grace
         self._local: Counter[tuple[str, str]] = Counter()
         self._leaving: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # Per user: how many of their (room, user) pairs are in _local or _leaving, so the
+        # last one to go also takes the user's "online here" entry with it.
+        self._pairs_of_user: Counter[str] = Counter()
 
     async def join(self, room_id: str, user_id: str) -> None:
         key = (room_id, user_id)
@@ -123,6 +144,7 @@ class Presence:
             pending.cancel()  # came back within the grace period: never went offline
             return
         if self._local[key] == 1:
+            self._pairs_of_user[user_id] += 1
             was_online = (await self.store.online([key]))[0]
             await self.store.add(room_id, user_id)
             if not was_online:
@@ -142,8 +164,13 @@ class Presence:
         self._leaving.pop(key, None)
         if self._local.get(key):
             return
+        user_id = key[1]
+        self._pairs_of_user[user_id] -= 1
+        user_gone = self._pairs_of_user[user_id] <= 0
+        if user_gone:
+            del self._pairs_of_user[user_id]
         try:
-            if await self.store.remove(*key):
+            if await self.store.remove(*key, user_gone=user_gone):
                 await self.announce(key[0], key[1], False)
         except Exception:
             log.warning("presence update for %s failed", key, exc_info=True)
@@ -157,3 +184,8 @@ class Presence:
 
     async def online_users(self, user_ids: list[str]) -> list[bool]:
         return await self.store.online_users(user_ids)
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each of this process's maps holds (tests check they drain)."""
+        return {"presence.local": len(self._local), "presence.leaving": len(self._leaving),
+                "presence.users": len(self._pairs_of_user)}

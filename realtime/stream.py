@@ -33,8 +33,10 @@ class Renderer(Protocol):
 
 
 class RoomStream:
-    def __init__(self, room_id: str, db: GraphDB, renderer: Renderer) -> None:
+    def __init__(self, room_id: str, db: GraphDB, renderer: Renderer, *,
+                 typing_ttl: float = TYPING_TTL_S) -> None:
         self.room_id = room_id
+        self.typing_ttl = typing_ttl
         self.db = db
         self.renderer = renderer
         self.last_seq = 0
@@ -43,6 +45,8 @@ class RoomStream:
         self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=10_000)
         self._task: asyncio.Task[None] | None = None
         self._typing_timer: asyncio.TimerHandle | None = None
+        self._expiry_tick = Envelope(EventRecord(room_id, 0, EventType.TYPING_CHANGED, 0))
+        self._tick_queued = False
         self.closed = False
 
     async def start(self) -> None:
@@ -61,12 +65,14 @@ class RoomStream:
     def subscriber_count(self) -> int:
         return sum(len(g) for g in self.groups.values())
 
-    def offer(self, envelope: Envelope) -> None:
+    def offer(self, envelope: Envelope) -> bool:
         """From pub/sub; a full queue drops the envelope and the next one fills the gap."""
         try:
             self._queue.put_nowait(envelope)
         except asyncio.QueueFull:
             log.warning("room %s stream queue full; recovering from storage", self.room_id)
+            return False
+        return True
 
     def resync(self) -> None:
         """After a pub/sub outage: pick up whatever was committed meanwhile."""
@@ -208,11 +214,14 @@ class RoomStream:
 
     async def _ephemeral(self, envelope: Envelope) -> None:
         event = envelope.event
+        if envelope is self._expiry_tick:
+            await self._expire_typing()
+            return
         if event.type is EventType.TYPING_CHANGED and event.user_id:
             typing = bool(envelope.data.get("typing"))
             was = event.user_id in self.typing_until
             if typing:
-                self.typing_until[event.user_id] = time.monotonic() + TYPING_TTL_S
+                self.typing_until[event.user_id] = time.monotonic() + self.typing_ttl
                 self._arm_typing_timer()
             else:
                 self.typing_until.pop(event.user_id, None)
@@ -241,17 +250,23 @@ class RoomStream:
                             int(time.time() * 1000), user_id=user_id)
         await self._broadcast(Envelope(event, {"typing": typing}))
 
-    def _arm_typing_timer(self) -> None:
-        if self._typing_timer is None and self.typing_until:
-            delay = max(0.05, min(self.typing_until.values()) - time.monotonic())
-            self._typing_timer = asyncio.get_running_loop().call_later(delay, self._expire)
+    # Typing expires in the loop, in order with the refreshes queued before it: the timer
+    # only queues one tick at a time, however long the queue takes to reach it.
 
-    def _expire(self) -> None:
+    def _arm_typing_timer(self) -> None:
+        if self._typing_timer is None and not self._tick_queued and self.typing_until:
+            delay = max(0.05, min(self.typing_until.values()) - time.monotonic())
+            self._typing_timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
         self._typing_timer = None
+        self._tick_queued = self.offer(self._expiry_tick)
+        if not self._tick_queued:
+            self._arm_typing_timer()  # the queue is full: try again shortly
+
+    async def _expire_typing(self) -> None:
+        self._tick_queued = False
         now = time.monotonic()
-        for user_id, until in list(self.typing_until.items()):
-            if until <= now:
-                event = EventRecord(self.room_id, 0, EventType.TYPING_CHANGED,
-                                    int(time.time() * 1000), user_id=user_id)
-                self.offer(Envelope(event, {"typing": False, "expired": True}))
+        for user_id in [u for u, until in self.typing_until.items() if until <= now]:
+            await self._typing(user_id, typing=False)
         self._arm_typing_timer()

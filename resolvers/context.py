@@ -18,6 +18,7 @@ from graph_db.events import EventRecord
 from graph_db.models import Role, UserRecord
 from loaders import Loaders
 from realtime.hub import Hub
+from realtime.throttle import TypingThrottle
 from resolvers.errors import Unauthenticated
 from settings import Settings
 
@@ -48,8 +49,8 @@ class Services:
     db: GraphDB
     verifier: TokenVerifier
     hub: Hub
-    # Last typing announcement per (room, user): refreshes within a second are dropped.
-    typing_sent: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Typing refreshes within a second of the last announcement are dropped.
+    typing: TypingThrottle = field(default_factory=TypingThrottle)
     # Users whose current claims this process already wrote: skips a write per request.
     _known: OrderedDict[str, UserRecord] = field(default_factory=OrderedDict)
 

@@ -74,7 +74,7 @@ async def send_message(ctx: Context, room_id: str, *, content: str, parent_id: s
         await ctx.services.hub.publish(sent.event, hints=(sent.message, viewer.user))
         # The post ends the author's typing (room stream): the next start must not be
         # swallowed as a "refresh" by set_typing's rate limit.
-        ctx.services.typing_sent.pop((room_id, viewer.id), None)
+        ctx.services.typing.forget(room_id, viewer.id)
     ctx.loaders.clear_all()
     return sent.message
 

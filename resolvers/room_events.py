@@ -3,7 +3,6 @@ point at."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +24,6 @@ from resolvers import policy
 from resolvers.access import access_room
 from resolvers.context import Context
 from resolvers.errors import BadInput, Forbidden, NotFound, ResyncRequired, ServiceError
-
-TYPING_REFRESH_S = 1.0  # refreshes closer together than this are not re-published
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +66,8 @@ async def set_typing(ctx: Context, room_id: str, typing: bool) -> bool:
     found = await access_room(ctx, room_id)
     if found.member is None:
         raise Forbidden("only participants type in a room")
-    key = (room_id, found.viewer.id)
-    now = time.monotonic()
-    last = ctx.services.typing_sent.get(key)
-    if typing and last is not None and now - last < TYPING_REFRESH_S:
-        return True  # rate limit: the stream already knows, and its expiry is ~5 s away
-    if typing:
-        if len(ctx.services.typing_sent) > 50_000:  # bound the map; stale entries only
-            ctx.services.typing_sent.clear()
-        ctx.services.typing_sent[key] = now
-    else:
-        ctx.services.typing_sent.pop(key, None)
+    if not ctx.services.typing.should_announce(room_id, found.viewer.id, typing):
+        return True  # a refresh within a second: the stream already knows
     await ctx.services.hub.publish_ephemeral(room_id, EventType.TYPING_CHANGED,
                                              found.viewer.id, typing=typing)
     return True

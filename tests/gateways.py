@@ -19,6 +19,7 @@ import pytest
 from graph_db.embedded import find_free_port
 from tests.harness import LiveServer
 from tests.node import CLIENTS, NodeServer, node
+from tests.processes import _die_with_us
 
 HIVE_BIN = CLIENTS / "node_modules" / "@graphql-hive" / "gateway" / "dist" / "bin.js"
 
@@ -27,7 +28,8 @@ def compose(*sources: str, out: Path | None = None) -> dict[str, list[dict[str, 
     """Composition errors and hints (code, message) of `name=url` / `name=file:path` sources;
     the supergraph goes to `out` when there are no errors."""
     config = {"out": str(out)} if out is not None else {}
-    done = subprocess.run([node(), "federation/compose.mjs", *sources], cwd=CLIENTS,
+    program = _die_with_us([node(), "federation/compose.mjs", *sources])
+    done = subprocess.run(program, cwd=CLIENTS,
                           env={**os.environ, "CLIENT_CONFIG": json.dumps(config)},
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
@@ -36,7 +38,7 @@ def compose(*sources: str, out: Path | None = None) -> dict[str, list[dict[str, 
 
 
 def mainapp_sdl(*, relay: bool) -> str:
-    done = subprocess.run([node(), "federation/mainapp.mjs"], cwd=CLIENTS,
+    done = subprocess.run(_die_with_us([node(), "federation/mainapp.mjs"]), cwd=CLIENTS,
                           env={**os.environ,
                                "CLIENT_CONFIG": json.dumps({"sdl": True, "relay": relay})},
                           capture_output=True, text=True, timeout=60, check=True)

@@ -21,13 +21,15 @@ T = TypeVar("T")
 
 
 class LiveServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ws_options: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.port = find_free_port()
         self.app = create_app(settings)
-        # The WebSocket settings `make run` uses (app.main), so tests see its fast path.
+        # By default the WebSocket settings `make run` uses (app.main), so tests see its
+        # fast path.
+        options = uvicorn_ws_options(None) if ws_options is None else ws_options
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, lifespan="on",
-                                log_level="warning", **uvicorn_ws_options(None))
+                                log_level="warning", **options)
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="live-server", daemon=True)

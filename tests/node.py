@@ -51,10 +51,10 @@ class NodeScript:
         log_path = log_dir / f"{Path(script).stem}-{'-'.join(args) or 'run'}.log"
         with log_path.open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                node(), str(CLIENTS / script), *args, cwd=CLIENTS,
+                *_die_with_us([node(), str(CLIENTS / script), *args]), cwd=CLIENTS,
                 env={**os.environ, "CLIENT_CONFIG": json.dumps(config)},
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-                preexec_fn=_die_with_us(), limit=1 << 22)
+                limit=1 << 22)
         return cls(proc, log_path)
 
     async def line(self, timeout: float = 20.0) -> Line:
@@ -138,9 +138,8 @@ class NodeServer:
     def start(self, timeout: float = 60.0) -> NodeServer:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [node(), *self.args], cwd=CLIENTS, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_us())  # noqa: PLW1509
+                _die_with_us([node(), *self.args]), cwd=CLIENTS, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
             self._wait_ready(timeout)
         except BaseException:

@@ -6,46 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
+from graph_db import die_with_parent
 from graph_db.embedded import EmbeddedGraphServer, find_free_port
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = "/usr/bin/redis-server"
-_PR_SET_PDEATHSIG = 1
 
 
-def _die_with_us() -> Callable[[], None] | None:
-    """preexec_fn: the kernel SIGKILLs the child when the *thread* that forked it exits, so a
-    crashed or killed test run never leaves orphans. Hence: Popen on pytest's main thread."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
+def _die_with_us(program: list[str]) -> list[str]:
+    """`program`, killed by the kernel when the *thread* that forked it exits, so a crashed
+    or killed test run never leaves orphans (graph_db/die_with_parent.py). Hence: Popen on
+    pytest's main thread."""
     if threading.current_thread() is not threading.main_thread():
         # The signal would come as soon as a worker thread (asyncio.to_thread) retires.
         raise RuntimeError("start child processes from the main thread")
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
+    return die_with_parent.wrapped(program)
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
@@ -121,10 +109,9 @@ class RedisServer:
         assert self.proc is None or self.proc.poll() is not None, "redis-server already runs"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--daemonize", "no"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_us())  # noqa: PLW1509 (no threads fork concurrently)
+                _die_with_us([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--daemonize", "no"]),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while not self.ping():
             if self.proc.poll() is not None:
@@ -176,9 +163,8 @@ class Service:
     def start(self) -> Service:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app"], cwd=ROOT, env=self.env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_us())  # noqa: PLW1509
+                _die_with_us([sys.executable, "-m", "app"]), cwd=ROOT, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def wait_ready(self, timeout: float = 90.0) -> None:

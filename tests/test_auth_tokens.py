@@ -116,6 +116,25 @@ async def verifier_for(settings: Settings) -> AsyncIterator[TokenVerifier]:
         await verifier.aclose()
 
 
+def payload_of(token: str) -> dict[str, Any]:
+    """What a compact JWS claims, read without verifying it (to compare with the result)."""
+    body = token.split(".")[1]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return decoded
+
+
+async def verified(verifier: TokenVerifier, token: str) -> Claims:
+    """Verifies `token` and checks the claims are exactly the ones it carries."""
+    found = await verifier.verify(token)
+    payload = payload_of(token)
+    assert found.user_id == payload["sub"]
+    assert found.display_name == payload["name"]
+    assert found.role is Role(payload["role"])
+    assert found.email == payload.get("email")
+    assert found.expires_at == datetime.fromtimestamp(payload["exp"], UTC)
+    return found
+
+
 async def rejection(verifier: TokenVerifier, token: str) -> str:
     with pytest.raises(AuthError) as info:
         await verifier.verify(token)
@@ -246,7 +265,7 @@ async def test_placeholder_secret_verifies_nothing_in_production(
         jwt_jwks_file=jwks_file,
     )
     async with verifier_for(settings) as verifier:
-        assert await verifier.verify(signed(rsa_key, "RS256", claims()))
+        await verified(verifier, signed(rsa_key, "RS256", claims()))
         token = hs_token(claims(), secret=PLACEHOLDER_SECRET)
         assert await rejection(verifier, token) == "unsupported algorithm"
 
@@ -278,7 +297,7 @@ async def test_es384_token_via_jwks_file(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(public_jwks(key)))
     async with verifier_for(make_settings(jwt_jwks_file=path)) as verifier:
-        assert await verifier.verify(signed(key, "ES384", claims()))
+        await verified(verifier, signed(key, "ES384", claims()))
 
 
 @pytest.mark.asyncio
@@ -298,7 +317,7 @@ async def test_kid_selection_and_mismatches(
             == "invalid signing key"
         )
         # No kid, but only one RSA key could have made an RS256 signature.
-        assert await verifier.verify(signed(rsa_key, "RS256", claims(), kid=None))
+        await verified(verifier, signed(rsa_key, "RS256", claims(), kid=None))
 
 
 @pytest.mark.asyncio
@@ -321,7 +340,7 @@ async def test_single_key_jwks_accepts_token_without_kid(
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(public_jwks(rsa_key)))
     async with verifier_for(make_settings(jwt_jwks_file=path)) as verifier:
-        assert await verifier.verify(signed(rsa_key, "RS256", claims(), kid=None))
+        await verified(verifier, signed(rsa_key, "RS256", claims(), kid=None))
 
 
 def test_broken_jwks_file_fails_at_start(tmp_path: Path) -> None:
@@ -350,10 +369,10 @@ async def test_rs256_and_es256_via_jwks_url(
             await verifier.verify(signed(ec_key, "ES256", claims(role="patient")))
         ).role is Role.PATIENT
         clock.advance(599)  # still within the cache TTL
-        assert await verifier.verify(signed(rsa_key, "RS256", claims()))
+        await verified(verifier, signed(rsa_key, "RS256", claims()))
         assert jwks_server.hits == 1
         clock.advance(2)  # TTL over: the next verify refetches
-        assert await verifier.verify(signed(rsa_key, "RS256", claims()))
+        await verified(verifier, signed(rsa_key, "RS256", claims()))
         assert jwks_server.hits == 2
 
 
@@ -363,7 +382,7 @@ async def test_key_rotation_and_refetch_throttle(
 ) -> None:
     jwks_server.document = public_jwks(rsa_key)
     async with verifier_for(make_settings(jwt_jwks_url=jwks_server.url)) as verifier:
-        assert await verifier.verify(signed(rsa_key, "RS256", claims()))
+        await verified(verifier, signed(rsa_key, "RS256", claims()))
         jwks_server.document = public_jwks(rsa_key_2)  # the issuer rotates
         new_token = signed(rsa_key_2, "RS256", claims())
         # Within 30 s of the last fetch an unknown kid does not reach the issuer.
@@ -399,12 +418,12 @@ async def test_jwks_url_outage_keeps_last_keys(
         assert await rejection(verifier, token) == "signing keys unavailable"
         jwks_server.status = 200
         clock.advance(31)
-        assert await verifier.verify(token)
+        await verified(verifier, token)
         jwks_server.status = 500
         clock.advance(
             700
         )  # cache expired and the refresh fails: the old keys still serve
-        assert await verifier.verify(token)
+        await verified(verifier, token)
         assert jwks_server.hits == 3
 
 
@@ -540,7 +559,7 @@ async def test_time_claims(overrides: dict[str, Any], message: str) -> None:
 async def test_leeway_tolerates_small_clock_skew() -> None:
     token = hs_token(claims(exp=now_ts() - 10, nbf=now_ts() + 10, iat=now_ts() + 10))
     async with verifier_for(make_settings(jwt_leeway_seconds=30)) as verifier:
-        assert await verifier.verify(token)
+        await verified(verifier, token)
     async with verifier_for(make_settings(jwt_leeway_seconds=0)) as verifier:
         # joserfc checks claims in payload order; any of the three reasons is right here.
         assert await rejection(verifier, token) in {
@@ -555,8 +574,8 @@ async def test_audience_and_issuer() -> None:
     settings = make_settings(jwt_issuer="https://id.example", jwt_audience="collab")
     good = {"iss": "https://id.example", "aud": "collab"}
     async with verifier_for(settings) as verifier:
-        assert await verifier.verify(hs_token(claims(**good)))
-        assert await verifier.verify(
+        await verified(verifier, hs_token(claims(**good)))
+        await verified(verifier,
             hs_token(claims(**{**good, "aud": ["other", "collab"]}))
         )
         assert (

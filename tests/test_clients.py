@@ -23,6 +23,7 @@ from tests.gql_helpers import register
 from tests.harness import LiveServer
 from tests.node import CLIENTS, SCHEMA, Line, NodeScript, node, node_script
 from tests.personas import People, Persona, make_room
+from tests.processes import _die_with_us
 from tests.rt_helpers import attached, send
 from tests.wsclient import seq_of
 
@@ -150,7 +151,7 @@ async def test_queries_over_http(client: str, fresh: LiveServer, people: People,
 
 def test_possible_types_are_generated_from_the_schema() -> None:
     """What Apollo's cache is given: every RoomEvent implementation, from schema.graphql."""
-    out = subprocess.run([node(), "possible-types.mjs", str(SCHEMA)], cwd=CLIENTS,
+    out = subprocess.run(_die_with_us([node(), "possible-types.mjs", str(SCHEMA)]), cwd=CLIENTS,
                          capture_output=True, text=True, check=True, timeout=60).stdout
     schema = build_schema(SCHEMA.read_text(), assume_valid_sdl=True)
     room_event = schema.get_type("RoomEvent")

@@ -321,36 +321,8 @@ async def test_ws_query_over_subscribe(people: People, fresh: LiveServer, style:
         await ws.close()
 
 
-@pytest.mark.parametrize("payload", [
-    None, {}, {"authorization": "Bearer nope"}, {"authToken": "nope"},
-    {"authorization": 42}, {"authorization": f"Bearer {unsigned()}"},
-    {"authToken": mint(exp=int(time.time()) - 3600)},
-])
-async def test_ws_bad_or_missing_token_closes_4403(live: LiveServer,
-                                                   payload: dict[str, Any] | None) -> None:
-    ws = await ws_open(live, payload)
-    assert await close_code(ws) == 4403
-
-
-async def test_ws_legacy_protocol_is_refused(live: LiveServer) -> None:
-    try:
-        ws = await connect(live.ws_url, subprotocols=["graphql-ws"])  # type: ignore[list-item]
-    except websockets.InvalidHandshake:
-        return  # refused at the handshake: fine
-    assert ws.subprotocol != "graphql-ws"
-    with pytest.raises(websockets.ConnectionClosed) as info:
-        await ws.send(json.dumps({"type": "connection_init", "payload": {"authToken": mint()}}))
-        while True:
-            message = json.loads(await ws.recv())
-            assert message.get("type") not in ("connection_ack", "ka"), message
-    assert info.value.rcvd is not None and info.value.rcvd.code == 4406
-
-
-async def test_ws_without_connection_init_closes_4408(live: LiveServer) -> None:
-    started = time.monotonic()
-    async with connect(live.ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
-        assert await close_code(ws) == 4408
-    assert 9 <= time.monotonic() - started < 20
+# Bad tokens, the legacy subprotocol and a missing connection_init are in
+# test_ws_protocol.py, with every other close code.
 
 
 # --- GraphiQL -------------------------------------------------------------------------------

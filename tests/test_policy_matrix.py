@@ -1,5 +1,6 @@
 """The access policy as a full matrix over the live service: role x membership x visibility x
-operation, one test id per cell.
+room type x operation, one test id per cell; plus who may hold which role and who takes over
+when the last host leaves, per room type.
 
 The expected outcome of every cell is read from the tables below (README.md, "Access
 policy", shows the same rules), never from resolvers/policy.py: the point is to check the
@@ -39,9 +40,11 @@ VISIBILITIES = ("PUBLIC", "PRIVATE")
 #   left       invited with inviteToRoom, then leaveRoom (the invitation stays)
 #   none       never in the room, never invited
 STATES = ("host", "moderator", "member", "left", "none")
-# Standings a role can never have (setParticipantRole refuses them: test_who_may_hold_roles):
-# hosts are people who could have opened the room; patients never moderate.
-IMPOSSIBLE = {("student", "host"), ("patient", "host"), ("patient", "moderator")}
+# The room operations are checked in CASE_DISCUSSION rooms and in CONSULTATION rooms (the
+# clinical ones, where patients are, and whose hosts can only be doctors and admins).
+# TEACHING rooms have the same creators as CASE_DISCUSSION (CREATE_RULES), so every rule
+# below comes out the same for them.
+MATRIX_ROOM_TYPES = ("CASE_DISCUSSION", "CONSULTATION")
 
 # Teachers, doctors and students are alike in rooms; only creating rooms and finding
 # patients (below) tell them apart.
@@ -69,53 +72,56 @@ student     FORBIDDEN        FORBIDDEN  FORBIDDEN
 patient     FORBIDDEN        FORBIDDEN  FORBIDDEN
 """
 
+# A "-" cell is a standing no caller of that class can have: patients never host (they may
+# not open a room) nor moderate. Those cells are not collected at all (test_who_may_hold_roles
+# shows setParticipantRole refusing them).
 ROOM_RULES = """
 # operation               caller   host  moderator  member     left       none
 room                      admin    ok    ok         ok         ok         ok
 room                      other    ok    ok         ok         ok         ok|hidden
-room                      patient  ok    ok         ok         ok         hidden
+room                      patient  -     -          ok         ok         hidden
 rooms                     admin    ok    ok         ok         ok         ok
 rooms                     other    ok    ok         ok         ok         ok|hidden
-rooms                     patient  ok    ok         ok         ok         hidden
+rooms                     patient  -     -          ok         ok         hidden
 participants              admin    all   all        all        all        all
 participants              other    all   all        all        empty      empty|hidden
-participants              patient  all   all        all        empty      hidden
+participants              patient  -     -          all        empty      hidden
 joinRequests              admin    all   all        all        all        all
 joinRequests              other    all   all        empty      empty      empty|hidden
-joinRequests              patient  all   all        empty      empty      hidden
+joinRequests              patient  -     -          empty      empty      hidden
 updateRoom                admin    ok    ok         ok         ok         ok
 updateRoom                other    ok    ok         FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
-updateRoom                patient  ok    ok         FORBIDDEN  FORBIDDEN  NOT_FOUND
+updateRoom                patient  -     -          FORBIDDEN  FORBIDDEN  NOT_FOUND
 deleteRoom                admin    ok    ok         ok         ok         ok
 deleteRoom                other    ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
-deleteRoom                patient  ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  NOT_FOUND
+deleteRoom                patient  -     -          FORBIDDEN  FORBIDDEN  NOT_FOUND
 inviteToRoom              admin    ok    ok         ok         ok         ok
 inviteToRoom              other    ok    ok         FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
-inviteToRoom              patient  ok    ok         FORBIDDEN  FORBIDDEN  NOT_FOUND
+inviteToRoom              patient  -     -          FORBIDDEN  FORBIDDEN  NOT_FOUND
 removeParticipant:HOST    admin    ok    ok         ok         ok         ok
 removeParticipant:HOST    other    ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
-removeParticipant:HOST    patient  ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  NOT_FOUND
+removeParticipant:HOST    patient  -     -          FORBIDDEN  FORBIDDEN  NOT_FOUND
 removeParticipant:MOD     admin    ok    ok         ok         ok         ok
 removeParticipant:MOD     other    ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
-removeParticipant:MOD     patient  ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  NOT_FOUND
+removeParticipant:MOD     patient  -     -          FORBIDDEN  FORBIDDEN  NOT_FOUND
 removeParticipant:MEMBER  admin    ok    ok         ok         ok         ok
 removeParticipant:MEMBER  other    ok    ok         FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
-removeParticipant:MEMBER  patient  ok    ok         FORBIDDEN  FORBIDDEN  NOT_FOUND
+removeParticipant:MEMBER  patient  -     -          FORBIDDEN  FORBIDDEN  NOT_FOUND
 removeParticipant:NOBODY  admin    NOT_FOUND  NOT_FOUND  NOT_FOUND  NOT_FOUND  NOT_FOUND
 removeParticipant:NOBODY  other    NOT_FOUND  NOT_FOUND  FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
-removeParticipant:NOBODY  patient  NOT_FOUND  NOT_FOUND  FORBIDDEN  FORBIDDEN  NOT_FOUND
+removeParticipant:NOBODY  patient  -          -          FORBIDDEN  FORBIDDEN  NOT_FOUND
 decideJoinRequest         admin    ok    ok         ok         ok         ok
 decideJoinRequest         other    ok    ok         NOT_FOUND  NOT_FOUND  NOT_FOUND
-decideJoinRequest         patient  ok    ok         NOT_FOUND  NOT_FOUND  NOT_FOUND
+decideJoinRequest         patient  -     -          NOT_FOUND  NOT_FOUND  NOT_FOUND
 setParticipantRole        admin    ok    ok         ok         ok         ok
 setParticipantRole        other    ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  FORBIDDEN|NOT_FOUND
-setParticipantRole        patient  ok    FORBIDDEN  FORBIDDEN  FORBIDDEN  NOT_FOUND
+setParticipantRole        patient  -     -          FORBIDDEN  FORBIDDEN  NOT_FOUND
 joinRoom                  admin    JOINED  JOINED   JOINED     JOINED     JOINED
 joinRoom                  other    JOINED  JOINED   JOINED     JOINED     JOINED|PENDING
-joinRoom                  patient  JOINED  JOINED   JOINED     JOINED     NOT_FOUND
+joinRoom                  patient  -       -        JOINED     JOINED     NOT_FOUND
 leaveRoom                 admin    ok    ok         ok         CONFLICT   CONFLICT
 leaveRoom                 other    ok    ok         ok         CONFLICT   CONFLICT|NOT_FOUND
-leaveRoom                 patient  ok    ok         ok         CONFLICT   NOT_FOUND
+leaveRoom                 patient  -     -          ok         CONFLICT   NOT_FOUND
 """
 # removeParticipant:T removes another participant whose role is T (HOST: a co-host, MOD: a
 # moderator, MEMBER: a member); NOBODY is a user who is not in the room ("participant not
@@ -181,11 +187,23 @@ def user_expected(viewer: str, target: str, relation: str) -> str:
     return USERS[viewer, relation]
 
 
+def possible(role: str, state: str, room_type: str) -> bool:
+    """Hosts are people who could have opened the room; patients never moderate."""
+    if state == "host":
+        return CREATE[role, room_type] == "ok"
+    return not (state == "moderator" and role == "patient")
+
+
 async def test_tables_are_complete() -> None:
     assert len(CREATE) == len(ROLES) * len(ROOM_TYPES)
     assert {role for role, _ in CREATE} == set(ROLES)
     assert len(RULES) == len(ROOM_OPS) * 3 * len(STATES) * len(VISIBILITIES)
     assert len(USERS) == len(ROLES) * 6
+    # "-" marks exactly the standings no member of a caller class can have in any room.
+    for (op, caller, state, vis), cell in RULES.items():
+        members = [r for r in ROLES if CALLER_CLASS[r] == caller]
+        anyone = any(possible(r, state, t) for r in members for t in ROOM_TYPES)
+        assert (cell == "-") is (not anyone), (op, caller, state, vis)
 
 
 # ---------------------------------------------------------------------------------------
@@ -254,6 +272,7 @@ class Crowd:
     callers: dict[str, Persona] = field(init=False)
     owner: Persona = field(init=False)  # creates the rooms the caller does not host
     targets: dict[str, Persona] = field(init=False)  # participants to remove or promote
+    seconds: dict[str, Persona] = field(init=False)  # a second persona of each role
     requester: Persona = field(init=False)  # asks to join
     invitee: Persona = field(init=False)  # gets invited; never in a room
     read_rooms: dict[tuple[str, str, str], Built] = field(default_factory=dict)
@@ -273,12 +292,13 @@ class Crowd:
 
     async def start(self) -> None:
         self.callers = {role: self.new(role, f"caller {role}") for role in ROLES}
+        self.seconds = {role: self.new(role, f"second {role}") for role in ROLES}
         self.owner = self.new("doctor", "owner")
         self.targets = {t: self.new("doctor", f"target {t}") for t in TARGET_ROLES}
         self.requester = self.new("doctor", "requester")
         self.invitee = self.new("doctor", "invitee")
-        await self.touch(*self.callers.values(), self.owner, *self.targets.values(),
-                         self.requester, self.invitee)
+        await self.touch(*self.callers.values(), *self.seconds.values(), self.owner,
+                         *self.targets.values(), self.requester, self.invitee)
 
 
 @dataclass
@@ -290,29 +310,29 @@ class Built:
     request_id: str | None = None
 
 
-async def build(crowd: Crowd, role: str, state: str, visibility: str, *,
+async def build(crowd: Crowd, role: str, state: str, visibility: str, room_type: str, *,
                 targets: tuple[str, ...] = (), request: bool = False) -> Built:
-    """A CASE_DISCUSSION room where the caller of `role` stands in `state`, with the given
-    target participants and, when asked, a pending join request. A request can only be made
-    to a PRIVATE room, so a PUBLIC room is made PUBLIC after it."""
-    if (role, state) in IMPOSSIBLE:
-        pytest.skip(f"a {role} is never {state} of a CASE_DISCUSSION room")
+    """A room of `room_type` where the caller of `role` stands in `state` (a host created
+    it), with the given target participants (doctors) and, when asked, a pending join
+    request. A request can only be made to a PRIVATE room, so a PUBLIC room is made PUBLIC
+    after it."""
+    assert possible(role, state, room_type), "impossible cells are not collected"
     caller = crowd.callers[role]
-    creates = state == "host" and CREATE[role, "CASE_DISCUSSION"] == "ok"
+    creates = state == "host"
     creator = caller if creates else crowd.owner
     name = f"matrix {uuid.uuid4().hex}"
     invited = [crowd.targets[t] for t in targets]
-    if state in ("host", "moderator", "member") and not creates:
+    if state in ("moderator", "member"):
         invited.append(caller)
     room = await make_room(creator, visibility="PRIVATE" if request else visibility,
-                           name=name, invite=invited)
+                           type=room_type, name=name, invite=invited)
     built = Built(room["id"], name, creator,
                   {creator.id: "HOST", **{p.id: "MEMBER" for p in invited}})
     for t in targets:
         if TARGET_ROLES[t] != "MEMBER":
             await set_role(built, crowd.targets[t], TARGET_ROLES[t])
-    if state in ("host", "moderator") and not creates:
-        await set_role(built, caller, "HOST" if state == "host" else "MODERATOR")
+    if state == "moderator":
+        await set_role(built, caller, "MODERATOR")
     elif state == "left":
         await creator.gql(INVITE, roomId=built.id, userIds=[caller.id])
         await caller.gql(LEAVE, id=built.id)
@@ -342,9 +362,19 @@ async def crowd(live: LiveServer) -> AsyncIterator[Crowd]:
     await people.aclose()
 
 
+SHORT = {"CASE_DISCUSSION": "case", "CONSULTATION": "consult"}
+
+
 def cells(ops: tuple[str, ...]) -> list[Any]:
-    return [pytest.param(op, role, state, vis, id=f"{op}-{role}-{state}-{vis}")
-            for op in ops for role in ROLES for state in STATES for vis in VISIBILITIES]
+    """Every possible (operation, role, standing, visibility, room type): standings a role
+    cannot have in that type of room are left out, not skipped."""
+    return [pytest.param(op, role, state, vis, room_type,
+                         id=f"{op}-{SHORT[room_type]}-{role}-{state}-{vis}")
+            for room_type in MATRIX_ROOM_TYPES for op in ops for role in ROLES
+            for state in STATES for vis in VISIBILITIES if possible(role, state, room_type)]
+
+
+CELL_ARGS = ("op", "role", "state", "visibility", "room_type")
 
 
 # ---------------------------------------------------------------------------------------
@@ -385,20 +415,22 @@ async def test_who_may_hold_roles(crowd: Crowd, role: str, room_type: str,
 # Queries: room(id), rooms, Room.participants, Room.joinRequests
 # ---------------------------------------------------------------------------------------
 
-async def read_room(crowd: Crowd, role: str, state: str, visibility: str) -> Built:
-    """Queries change nothing, so the cells of one (role, state, visibility) share a room."""
-    key = (role, state, visibility)
+async def read_room(crowd: Crowd, role: str, state: str, visibility: str,
+                    room_type: str) -> Built:
+    """Queries change nothing, so the cells of one (role, state, visibility, type) share a
+    room."""
+    key = (role, state, visibility, room_type)
     if key not in crowd.read_rooms:
-        crowd.read_rooms[key] = await build(crowd, role, state, visibility,
+        crowd.read_rooms[key] = await build(crowd, role, state, visibility, room_type,
                                             targets=("MEMBER",), request=True)
     return crowd.read_rooms[key]
 
 
-@pytest.mark.parametrize(("op", "role", "state", "visibility"),
-                         cells(("room", "rooms", "participants", "joinRequests")))
-async def test_query(crowd: Crowd, op: str, role: str, state: str, visibility: str) -> None:
+@pytest.mark.parametrize(CELL_ARGS, cells(("room", "rooms", "participants", "joinRequests")))
+async def test_query(crowd: Crowd, op: str, role: str, state: str, visibility: str,
+                     room_type: str) -> None:
     want = expected(op, role, state, visibility)
-    built = await read_room(crowd, role, state, visibility)
+    built = await read_room(crowd, role, state, visibility, room_type)
     caller = crowd.callers[role]
     if op == "rooms":
         listing = (await caller.gql(ROOMS, search=built.name))["rooms"]
@@ -481,25 +513,25 @@ MUTATIONS = {"updateRoom": update_room, "deleteRoom": delete_room,
              "setParticipantRole": set_participant_role, "leaveRoom": leave_room}
 
 
-@pytest.mark.parametrize(("op", "role", "state", "visibility"), cells(tuple(MUTATIONS)))
-async def test_mutation(crowd: Crowd, op: str, role: str, state: str, visibility: str
-                        ) -> None:
+@pytest.mark.parametrize(CELL_ARGS, cells(tuple(MUTATIONS)))
+async def test_mutation(crowd: Crowd, op: str, role: str, state: str, visibility: str,
+                        room_type: str) -> None:
     want = expected(op, role, state, visibility)
-    built = await build(crowd, role, state, visibility,
+    built = await build(crowd, role, state, visibility, room_type,
                         targets=("MEMBER",) if op == "setParticipantRole" else (),
                         request=op == "decideJoinRequest")
     assert await MUTATIONS[op](crowd, crowd.callers[role], built) == want
 
 
-@pytest.mark.parametrize(("op", "role", "state", "visibility"), cells(
+@pytest.mark.parametrize(CELL_ARGS, cells(
     ("removeParticipant:HOST", "removeParticipant:MOD", "removeParticipant:MEMBER",
      "removeParticipant:NOBODY")))
 async def test_remove_participant(crowd: Crowd, op: str, role: str, state: str,
-                                  visibility: str) -> None:
+                                  visibility: str, room_type: str) -> None:
     want = expected(op, role, state, visibility)
     target_kind = op.partition(":")[2]
     caller = crowd.callers[role]
-    built = await build(crowd, role, state, visibility,
+    built = await build(crowd, role, state, visibility, room_type,
                         targets=() if target_kind == "NOBODY" else (target_kind,))
     target = crowd.invitee if target_kind == "NOBODY" else crowd.targets[target_kind]
     code, data = await attempt(caller, REMOVE, roomId=built.id, userId=target.id)
@@ -509,12 +541,12 @@ async def test_remove_participant(crowd: Crowd, op: str, role: str, state: str,
         assert remaining == set(built.members) - {target.id}
 
 
-@pytest.mark.parametrize(("op", "role", "state", "visibility"), cells(("joinRoom",)))
+@pytest.mark.parametrize(CELL_ARGS, cells(("joinRoom",)))
 async def test_join_room(crowd: Crowd, op: str, role: str, state: str,
-                         visibility: str) -> None:
+                         visibility: str, room_type: str) -> None:
     want = expected(op, role, state, visibility)
     caller = crowd.callers[role]
-    built = await build(crowd, role, state, visibility)
+    built = await build(crowd, role, state, visibility, room_type)
     code, data = await attempt(caller, JOIN, id=built.id)
     outcome = data["joinRoom"]["status"] if code == "ok" else code
     assert outcome == want
@@ -608,3 +640,57 @@ async def test_user_visibility(crowd: Crowd, op: str, viewer_role: str, target_r
     else:
         edges = (await viewer.gql(USERS_SEARCH, search=target.name))["users"]["edges"]
         assert [e["node"]["id"] for e in edges] == ([target.id] if want == "seen" else [])
+
+
+# ---------------------------------------------------------------------------------------
+# Host hand-over: when the last host leaves, the room passes to the earliest moderator, else
+# to the longest-standing member, among those who could have opened that type of room
+# (CREATE_RULES); nobody else is ever made host.
+# ---------------------------------------------------------------------------------------
+
+HAND_OVER = """query($id: ID!) {
+  room(id: $id) { host { id } participants { role user { id } } }
+}"""
+
+
+def may_host(role: str, room_type: str) -> bool:
+    return CREATE[role, room_type] == "ok"
+
+
+def hand_over_cells() -> list[Any]:
+    found = []
+    for t in ROOM_TYPES:
+        for first in ROLES:  # joined first, both plain members
+            for second in ROLES:
+                found.append(pytest.param(t, (first, "MEMBER"), (second, "MEMBER"),
+                                          id=f"handOver-{t}-{first}-then-{second}"))
+        for mod in ROLES:  # an eligible doctor joined first, a later moderator
+            if mod != "patient":
+                found.append(pytest.param(t, ("doctor", "MEMBER"), (mod, "MODERATOR"),
+                                          id=f"handOver-{t}-doctor-then-moderator-{mod}"))
+    return found
+
+
+@pytest.mark.parametrize(("room_type", "first", "second"), hand_over_cells())
+async def test_host_hand_over(crowd: Crowd, room_type: str, first: tuple[str, str],
+                              second: tuple[str, str]) -> None:
+    owner = crowd.owner
+    a, b = crowd.callers[first[0]], crowd.seconds[second[0]]
+    room = await make_room(owner, type=room_type, name=f"handover {uuid.uuid4().hex}")
+    built = Built(room["id"], room["name"], owner, {owner.id: "HOST"})
+    for persona, role in ((a, first[1]), (b, second[1])):  # one at a time: joinedAt order
+        await owner.gql(INVITE, roomId=built.id, userIds=[persona.id])
+        if role != "MEMBER":
+            await set_role(built, persona, role)
+    await owner.gql(LEAVE, id=built.id)
+
+    moderators = [p for p, (role, standing) in ((a, first), (b, second))
+                  if standing == "MODERATOR" and may_host(role, room_type)]
+    members = [p for p, (role, _) in ((a, first), (b, second)) if may_host(role, room_type)]
+    heir = (moderators or members or [None])[0]
+    data = (await crowd.callers["admin"].gql(HAND_OVER, id=built.id))["room"]
+    roles = {p["user"]["id"]: p["role"] for p in data["participants"]}
+    assert roles == {a.id: "HOST" if heir is a else first[1],
+                     b.id: "HOST" if heir is b else second[1]}
+    if heir is not None:
+        assert data["host"]["id"] == heir.id

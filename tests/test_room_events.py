@@ -67,12 +67,18 @@ async def test_concurrent_senders_every_subscriber_sees_the_stored_order(
 
         started = time.monotonic()
         writers = asyncio.gather(*(sender(s, i) for i, s in enumerate(senders)))
-        await asyncio.sleep(1.0)  # the third one arrives mid-burst, resuming from `head`
+        total = SENDERS * PER_SENDER
+        # The third one arrives mid-burst, resuming from `head`: some messages stored, the
+        # writers still going when it is attached.
+        while head_seq(fresh, rid) < head + 50:
+            await asyncio.sleep(0.05)
         await clients[2].subscribe("c", EVENTS_SLIM,
                                    {"room": rid, "after": event_cursor.encode(rid, head)})
+        await attached(fresh, rid, 3)
+        at_join = head_seq(fresh, rid)
+        assert not writers.done() and at_join < head + total, "c joined after the burst"
         own = await writers
         elapsed = time.monotonic() - started
-        total = SENDERS * PER_SENDER
         got = [await clients[0].durable("a", total, 60), await clients[1].durable("b", total, 60),
                await clients[2].durable("c", total, 60)]
     finally:

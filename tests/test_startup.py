@@ -29,7 +29,7 @@ CONSTRAINTS = sorted(re.findall(r"CREATE CONSTRAINT (\w+)", " ".join(STATEMENTS)
 INDEXES = sorted(re.findall(r"CREATE INDEX (\w+)", " ".join(STATEMENTS)))
 _SETTINGS_VARS = ("ENVIRONMENT", "JWT_SECRET_KEY", "JWT_JWKS_URL", "JWT_JWKS_FILE",
                   "COLLABORATION_PORT", "ROOM_MAX_PARTICIPANTS", "LOG_LEVEL", "NEO4J_URI",
-                  "JWT_LEEWAY_SECONDS", "CONNECTION_POOL_SIZE")
+                  "JWT_LEEWAY_SECONDS", "CONNECTION_POOL_SIZE", "NEO4J_PASSWORD")
 
 
 @pytest.fixture
@@ -89,6 +89,26 @@ def test_placeholder_secret_refused_outside_development(clean_env: pytest.Monkey
     assert "JWT_SECRET_KEY" in str(info.value.code)
     clean_env.setenv("JWT_SECRET_KEY", SECRET)
     assert load_settings().is_production is (environment == "production")
+
+
+@pytest.mark.parametrize("environment", ["production", "staging", "development", "test"])
+def test_default_database_password_refused_outside_development(
+        clean_env: pytest.MonkeyPatch, environment: str) -> None:
+    clean_env.setenv("ENVIRONMENT", environment)
+    clean_env.setenv("JWT_SECRET_KEY", SECRET)
+    clean_env.setenv("NEO4J_URI", "bolt://graph.internal:7687")
+    relaxed = environment in ("development", "test")
+    if relaxed:
+        assert load_settings().neo4j_password == "password"
+    else:
+        with pytest.raises(SystemExit) as info:
+            load_settings()
+        assert "NEO4J_PASSWORD:" in str(info.value.code)
+    clean_env.setenv("NEO4J_PASSWORD", "a-real-database-password")
+    assert load_settings().neo4j_password == "a-real-database-password"
+    clean_env.delenv("NEO4J_URI")  # the embedded database makes its own password
+    clean_env.delenv("NEO4J_PASSWORD")
+    assert load_settings().neo4j_uri is None
 
 
 # --- restart on the same data directory -----------------------------------------------------
@@ -207,6 +227,8 @@ def test_python_m_app_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signa
     assert password not in (data_dir / "server.log").read_text(errors="replace")
     assert "Traceback" not in text, text
     assert "Application shutdown complete" in text
+    # Which fan-out write path is in use is said at start-up (the fast one under make run).
+    assert "fan-out: frames written directly to uvicorn's websockets-sansio transport" in text
     deadline = time.monotonic() + 10
     while java_pids(data_dir) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -5,6 +5,8 @@ while the rest of the room keeps receiving everything in order)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -71,9 +73,18 @@ async def test_subscribe_before_the_ack_closes_with_4401(fresh: LiveServer,
         assert await client.expect_close(4401) == []
 
 
+def unsigned_token() -> str:
+    """`alg: none`: a token anyone can write."""
+    def seg(obj: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+    claims = {"sub": "admin-1", "name": "Eve", "role": "admin", "exp": int(time.time()) + 600}
+    return f"{seg({'alg': 'none', 'typ': 'JWT'})}.{seg(claims)}."
+
+
 @pytest.mark.parametrize("payload", [
-    {}, {"authorization": "Bearer not-a-jwt"}, {"authorization": "Basic dXNlcjpwdw=="},
-    {"authToken": 42}, "wrong-secret", "expired",
+    None, {}, {"authorization": "Bearer not-a-jwt"}, {"authorization": "Basic dXNlcjpwdw=="},
+    {"authorization": 42}, {"authToken": 42}, {"authToken": "nope"},
+    {"authorization": f"Bearer {unsigned_token()}"}, "wrong-secret", "expired",
 ])
 async def test_bad_or_missing_tokens_close_with_4403(fresh: LiveServer, people: People,
                                                      payload: Any) -> None:
