@@ -2,7 +2,8 @@
 sockets (subscribe, wait until attached, maybe type, unsubscribe), off the test process's
 interpreter so that the server under test gets a core of its own.
 
-python -m tests.room_streamer <ws url> <token> <user id> <sockets> <type every> < room ids"""
+python -m tests.room_streamer <ws url> <type every> < lines of "<token> <user id> <room id>..."
+(one socket per line)"""
 
 from __future__ import annotations
 
@@ -37,17 +38,18 @@ async def stream_rooms(client: WSClient, user_id: str, room_ids: list[str],
         client._pos.clear()
 
 
-async def main(url: str, token: str, user_id: str, sockets: int, type_every: int) -> None:
-    room_ids = sys.stdin.read().split()
-    clients = [await connect(url, token) for _ in range(sockets)]
+async def main(url: str, type_every: int) -> None:
+    plans = [line.split() for line in sys.stdin.read().splitlines() if line.strip()]
+    clients = [await connect(url, token) for token, *_ in plans]
     started = time.monotonic()
-    await asyncio.gather(*(stream_rooms(c, user_id, room_ids[k::sockets], type_every)
-                           for k, c in enumerate(clients)))
-    print(f"{len(room_ids)} rooms in {time.monotonic() - started:.1f} s", flush=True)
+    await asyncio.gather(*(stream_rooms(client, user_id, rooms, type_every)
+                           for client, (_, user_id, *rooms) in zip(clients, plans, strict=True)))
+    total = sum(len(rooms) for _, _, *rooms in plans)
+    print(f"{total} rooms over {len(plans)} sockets in {time.monotonic() - started:.1f} s",
+          flush=True)
     for client in clients:
         await client.close()
 
 
 if __name__ == "__main__":
-    url, token, user_id, sockets, every = sys.argv[1:6]
-    asyncio.run(main(url, token, user_id, int(sockets), int(every)))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
