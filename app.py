@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # error-coding extension.
     schema = build_schema(extensions=[
         lambda: ValidationCache(maxsize=1000), OperationLoaders, CodedErrors])
-    ide = None if settings.is_production else GraphiQL()
+    ide = GraphiQL() if settings.is_development else None  # never in staging or production
     persisted = persisted_operations(settings)
     endpoint = GraphQLEndpoint(schema, ide=ide, allowed_origins=settings.cors_origins,
                                persisted=persisted)

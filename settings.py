@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> Settings:
         no_jwks = not (self.jwt_jwks_url or self.jwt_jwks_file)
-        relaxed = self.environment in ("development", "test")
+        relaxed = self.is_development
         if not relaxed and no_jwks and self.jwt_secret_key == PLACEHOLDER_SECRET:
             raise ValueError(
                 "JWT_SECRET_KEY: the placeholder secret is refused outside development; "
@@ -161,6 +161,11 @@ class Settings(BaseSettings):
             raise ValueError("PERSISTED_QUERIES_ONLY: needs PERSISTED_QUERIES_MANIFEST, the "
                              "file of the operations allowed to run")
         return self
+
+    @property
+    def is_development(self) -> bool:
+        """development or test: relaxed secrets, GraphiQL served."""
+        return self.environment in ("development", "test")
 
     @property
     def is_production(self) -> bool:

@@ -233,3 +233,12 @@ def test_python_m_app_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signa
     while java_pids(data_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert java_pids(data_dir) == []
+
+
+@pytest.mark.parametrize("environment", ["production", "staging", "development", "test"])
+def test_graphiql_only_in_development_and_test(environment: str, tmp_path: Path) -> None:
+    from app import create_app
+
+    app = create_app(settings_for(tmp_path, environment=environment))
+    paths = {getattr(route, "path", None) for route in app.routes}
+    assert ("/graphiql/{name}" in paths) is (environment in ("development", "test"))
