@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -16,13 +17,14 @@ from starlette.routing import Route, WebSocketRoute
 from strawberry.extensions import ValidationCache
 
 from auth import TokenVerifier
-from graph_db.driver import GraphDB
+from graph_db.driver import HEALTH_INTERVAL_S, GraphDB
 from graph_db.embedded import EmbeddedGraphServer
 from graph_db.schema_setup import ensure_schema
 from realtime.hub import Hub
 from realtime.presence import PresenceStore, RedisPresence
 from realtime.pubsub import MemoryPubSub, PubSub
 from realtime.redis_pubsub import RedisPubSub
+from realtime.tasks import spawn
 from resolvers.context import Services
 from resolvers.extensions import CodedErrors, OperationLoaders
 from schema import build_schema
@@ -55,7 +57,12 @@ async def open_graph(settings: Settings) -> AsyncIterator[GraphDB]:
         db = GraphDB.connect(uri, user, password, database=database,
                              pool_size=settings.connection_pool_size)
         stack.push_async_callback(db.close)
+        if not settings.neo4j_uri:  # its supervisor restarts the JVM whenever it dies
+            embedded.on_availability = db.report
+            embedded.on_moved = lambda moved: spawn(db.repoint(moved))
         await ensure_schema(db)
+        watch = asyncio.create_task(db.watch(HEALTH_INTERVAL_S), name="graph-health")
+        stack.callback(watch.cancel)
         yield db
 
 
@@ -77,6 +84,7 @@ async def open_hub(settings: Settings, db: GraphDB) -> AsyncIterator[Hub]:
               presence_grace=settings.presence_grace_seconds,
               heartbeat_interval=settings.ws_heartbeat_interval,
               retention=settings.event_log_retention)
+    db.on_availability(hub.database_changed)  # subscriptions are told when it goes away
     await hub.start()
     try:
         yield hub

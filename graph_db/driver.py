@@ -18,19 +18,24 @@ from neo4j import (
     AsyncManagedTransaction,
     AsyncTransaction,
 )
-from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
+from neo4j.exceptions import IncompleteCommit, Neo4jError, ServiceUnavailable, SessionExpired
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRY_FOR_S = 30.0  # write conflicts: they clear in milliseconds, but a busy room queues
 UNAVAILABLE_FOR_S = 2.0  # an unreachable server: callers hear SERVICE_UNAVAILABLE after this
 CONNECT_TIMEOUT_S = 5.0
+HEALTH_INTERVAL_S = 2.0  # a check this often notices an outage when nothing else runs
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.005, 0.25
 
 
 class DatabaseUnavailable(Exception):
     """The graph database could not be reached within UNAVAILABLE_FOR_S (stopped, restarting,
-    unreachable). Operations answer SERVICE_UNAVAILABLE; nothing was written."""
+    unreachable), or the connection broke during a commit (whose outcome is then unknown:
+    retry with an idempotency key). Operations answer SERVICE_UNAVAILABLE."""
+
+
+Listener = Callable[[bool], None]
 
 
 @dataclass
@@ -68,22 +73,52 @@ class GraphDB:
     and Neo4j can deadlock-abort; `_retrying` re-runs the whole unit of work.
     """
 
-    def __init__(self, driver: AsyncDriver, database: str | None) -> None:
+    def __init__(self, driver: AsyncDriver, database: str | None,
+                 reconnect: Callable[[str], AsyncDriver] | None = None) -> None:
         self.driver = driver
         self.database = database
+        self._reconnect = reconnect
         self.stats = QueryStats()
         self._key_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        # Whether the server answered lately; listeners hear every change (the hub tells
+        # subscriptions when it goes away).
+        self.available = True
+        self._listeners: list[Listener] = []
+
+    def on_availability(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def report(self, available: bool) -> None:
+        """What the last attempt, a health check or the embedded server's supervisor saw."""
+        if available is self.available:
+            return
+        self.available = available
+        if available:
+            log.warning("graph database reachable again")
+        else:
+            log.error("graph database unreachable: operations answer SERVICE_UNAVAILABLE")
+        for listener in list(self._listeners):
+            listener(available)
 
     @classmethod
     def connect(cls, uri: str, user: str, password: str, *, database: str | None,
                 pool_size: int = 20) -> GraphDB:
-        driver = AsyncGraphDatabase.driver(
-            uri, auth=(user, password), max_connection_pool_size=pool_size,
-            connection_timeout=CONNECT_TIMEOUT_S,
-        )
-        return cls(driver, database)
+        def make(at: str) -> AsyncDriver:
+            return AsyncGraphDatabase.driver(
+                at, auth=(user, password), max_connection_pool_size=pool_size,
+                connection_timeout=CONNECT_TIMEOUT_S)
+
+        return cls(make(uri), database, make)
+
+    async def repoint(self, uri: str) -> None:
+        """The server moved (the embedded one restarted on another port): a new driver for
+        the new address; operations already running on the old one finish or fail."""
+        if self._reconnect is None:
+            raise RuntimeError("this GraphDB was not made by connect()")
+        old, self.driver = self.driver, self._reconnect(uri)
+        await old.close()
 
     async def read(self, work: Work[T]) -> T:
         """Runs `work` in a read transaction, retried like writes."""
@@ -128,15 +163,24 @@ class GraphDB:
         backoff = FIRST_BACKOFF_S
         while True:
             try:
-                return await attempt()
+                result = await attempt()
+            except IncompleteCommit as exc:
+                # Committed or not, nobody knows: running it again could apply it twice.
+                self.report(False)
+                raise DatabaseUnavailable(f"connection lost during a commit: {exc}") from exc
             except (ServiceUnavailable, SessionExpired) as exc:
                 if loop.time() + backoff > started + UNAVAILABLE_FOR_S:
+                    self.report(False)
                     raise DatabaseUnavailable(f"graph database unreachable: {exc}") from exc
                 log.debug("graph database unreachable, retrying: %s", exc)
             except Neo4jError as exc:
                 if not exc.is_retryable() or loop.time() + backoff > started + RETRY_FOR_S:
                     raise
                 log.debug("write conflict, retrying: %s", exc.__class__.__name__)
+            else:
+                if not self.available:
+                    self.report(True)
+                return result
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
@@ -171,6 +215,13 @@ class GraphDB:
             log.debug("graph database ping failed", exc_info=True)
             return False
         return record is not None and record.get("ok") == 1
+
+    async def watch(self, interval: float) -> None:
+        """Runs until cancelled: a health check every `interval`, so an outage is noticed
+        (and its end) even when no operation is running."""
+        while True:
+            await asyncio.sleep(interval)
+            self.report(await self.ping(deadline_s=min(interval, 3.0)))
 
     async def close(self) -> None:
         await self.driver.close()

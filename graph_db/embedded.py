@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 import fcntl
 import importlib.util
+import itertools
+import logging
 import os
 import re
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn, Self
@@ -24,8 +27,11 @@ from neo4j.exceptions import AuthError, DriverError, Neo4jError
 
 from graph_db import die_with_parent
 
+log = logging.getLogger(__name__)
+
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+RESTART_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # then every 5 s, for as long as it takes
 LOG_FILE = "server.log"
 PASSWORD_FILE = ".root-password"
 LOCK_FILE = ".lock"
@@ -121,6 +127,12 @@ class EmbeddedGraphServer:
         self._log_start = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._lock_fd: int | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Told False when the JVM dies, True once a restarted one answers; and the new URI
+        # when the restarted one had to take another port.
+        self.on_availability: Callable[[bool], None] = lambda available: None
+        self.on_moved: Callable[[str], object] = lambda uri: None
 
     @property
     def bolt_uri(self) -> str:
@@ -157,9 +169,43 @@ class EmbeddedGraphServer:
         except BaseException:
             await self._shutdown(grace=0)
             raise
+        self._supervisor = asyncio.create_task(self._supervise(), name="graph-supervisor")
 
     async def stop(self) -> None:
         await self._shutdown(grace=STOP_TIMEOUT_S)
+
+    async def _supervise(self) -> None:
+        """Restarts the JVM whenever it dies (killed, out of memory, crashed) on the same
+        Bolt port, so the service's driver reconnects by itself; ArcadeDB replays its WAL."""
+        while True:
+            proc = self._proc
+            assert proc is not None
+            code = await proc.wait()
+            if self._stopping:
+                return
+            log.error("embedded graph database exited (code %s); restarting it", code)
+            self.on_availability(False)
+            await self._restart()
+            log.warning("embedded graph database restarted (Bolt on port %s)", self._bolt_port)
+            self.on_availability(True)
+
+    async def _restart(self) -> None:
+        assert self._lock_fd is not None
+        for attempt in itertools.count():
+            port = self._bolt_port
+            try:
+                # The same port first; after two failures (taken meanwhile?) another one.
+                await self._launch(self._lock_fd, keep_port=attempt < 2)
+                await self._wait_ready()
+            except Exception as exc:
+                log.error("restarting the embedded graph database failed: %s", exc)
+                if self._proc is not None:
+                    await _terminate(self._proc, grace=0)
+                await asyncio.sleep(RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)])
+                continue
+            if self._bolt_port != port:
+                self.on_moved(self.bolt_uri)
+            return
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -188,12 +234,13 @@ class EmbeddedGraphServer:
         main = ["-cp", str(package / "jars" / "*"), "com.arcadedb.server.ArcadeDBServer"]
         return jvm + [f"-Darcadedb.{key}={value}" for key, value in props.items()] + main
 
-    async def _launch(self, lock_fd: int) -> None:
+    async def _launch(self, lock_fd: int, *, keep_port: bool = False) -> None:
         package = _package_dir()
         java = package / "jre" / "bin" / "java"
         if not java.is_file():
             raise RuntimeError(f"no Java runtime in the arcadedb-embedded package at {java}")
-        self._bolt_port = find_free_port(self._host)
+        if not (keep_port and self._bolt_port):
+            self._bolt_port = find_free_port(self._host)
         http_port = find_free_port(self._host)
         log_path = self._data_dir / LOG_FILE
         with log_path.open("ab") as log:
@@ -264,6 +311,11 @@ class EmbeddedGraphServer:
         raise RuntimeError(f"embedded graph server {reason}; server log tail:\n{tail}")
 
     async def _shutdown(self, grace: float) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
         proc, self._proc = self._proc, None
         try:
             if proc is not None and proc.returncode is None:

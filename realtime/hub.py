@@ -21,6 +21,7 @@ from realtime.tasks import spawn
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 100
+UNAVAILABLE = "SERVICE_UNAVAILABLE"
 HINTS_KEPT = 1_024
 
 
@@ -174,6 +175,16 @@ class Hub:
                 await self.presence.heartbeat()
             except Exception:
                 log.warning("presence heartbeat failed", exc_info=True)
+
+    def database_changed(self, available: bool) -> None:
+        """The graph database went away: every subscription is told (SERVICE_UNAVAILABLE,
+        retryable) and resumes later with its cursor. Left open, a stream could miss an event
+        it cannot read back until the next one comes."""
+        if available:
+            return
+        for stream in list(self.streams.values()):
+            stream.end_all(UNAVAILABLE, "the graph database is unreachable: subscribe again "
+                                        "with your last cursor shortly")
 
     def stream_of(self, room_id: str) -> RoomStream | None:
         return self.streams.get(room_id)

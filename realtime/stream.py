@@ -94,6 +94,9 @@ class RoomStream:
         return [s for g in self.groups.values() for s in g.values()
                 if user_id is None or s.user_id == user_id]
 
+    def end_all(self, code: str, message: str) -> None:
+        self._end(self._subscribers_of(None), code, message)
+
     def _end(self, subs: list[Subscriber], code: str | None, message: str) -> None:
         # Out of the groups first, synchronously: no frame may follow the final message.
         for sub in subs:

@@ -13,13 +13,13 @@ from starlette.websockets import WebSocket
 
 from auth import AuthError, Claims, TokenVerifier
 from graph_db import users
-from graph_db.driver import GraphDB
+from graph_db.driver import DatabaseUnavailable, GraphDB
 from graph_db.events import EventRecord
 from graph_db.models import Role, UserRecord
 from loaders import Loaders
 from realtime.hub import Hub
 from realtime.throttle import TypingThrottle
-from resolvers.errors import Unauthenticated
+from resolvers.errors import UNAVAILABLE_MESSAGE, Unauthenticated, Unavailable
 from settings import Settings
 
 _KNOWN_USERS_MAX = 10_000
@@ -77,7 +77,7 @@ class Context:
     request: Request | WebSocket | None
     response: Any = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    auth: Viewer | AuthError | None = None
+    auth: Viewer | AuthError | DatabaseUnavailable | None = None
     # Set by strawberry from the WebSocket connection_init payload.
     connection_params: dict[str, Any] | None = None
 
@@ -95,6 +95,8 @@ class Context:
             return self.auth
         if isinstance(self.auth, AuthError):
             raise Unauthenticated(str(self.auth))
+        if isinstance(self.auth, DatabaseUnavailable):
+            raise Unavailable(UNAVAILABLE_MESSAGE)
         raise Unauthenticated("authentication required")
 
     @property

@@ -36,6 +36,22 @@ def _die_with_us(program: list[str]) -> list[str]:
     return die_with_parent.wrapped(program)
 
 
+def java_pids(data_dir: Path) -> list[int]:
+    """Live processes started with this rootPath (a zombie's cmdline is empty, so not counted)."""
+    marker = f"-Darcadedb.server.rootPath={data_dir.resolve()}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """SIGTERM, then SIGKILL after `grace`; always reaps."""
     if proc.poll() is None:

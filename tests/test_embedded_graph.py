@@ -23,6 +23,7 @@ from graph_db.embedded import (
     EmbeddedGraphServer,
     find_free_port,
 )
+from tests.processes import java_pids
 
 # /proc, flock and PR_SET_PDEATHSIG are what is under test.
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -48,22 +49,6 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-
-
-def java_pids(data_dir: Path) -> list[int]:
-    """Live processes started with this rootPath (a zombie's cmdline is empty, so not counted)."""
-    marker = f"-Darcadedb.server.rootPath={data_dir.resolve()}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if marker in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 def lock_is_free(data_dir: Path) -> bool:

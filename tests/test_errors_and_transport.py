@@ -3,12 +3,12 @@ internal errors, malformed requests, health and readiness, graphql-transport-ws,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,6 +26,7 @@ from tests.conftest import SECRET
 from tests.conftest import make_settings as settings_for
 from tests.harness import LiveServer
 from tests.personas import People
+from tests.processes import java_pids
 
 ME = "{ me { id } }"
 AUDIENCE = "collab-api"
@@ -249,20 +250,7 @@ async def test_readyz_logic_without_a_database() -> None:
     assert response.status_code == 503
 
 
-def java_pids(data_dir: Path) -> list[int]:
-    marker = f"-Darcadedb.server.rootPath={data_dir.resolve()}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-async def test_readyz_is_503_soon_after_the_database_dies(
+async def test_readyz_is_503_soon_after_the_database_dies_and_200_once_restarted(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
     import signal
@@ -279,8 +267,15 @@ async def test_readyz_is_503_soon_after_the_database_dies(
             assert response.status_code == 503
             assert time.monotonic() - started < 5  # not the driver's 30 s of retries
             assert (await client.get("/healthz")).status_code == 200
+            # The service restarts its embedded database by itself.
+            while (await client.get("/readyz")).status_code != 200:
+                assert time.monotonic() - started < 60, "the embedded database stayed down"
+                await asyncio.sleep(0.2)
+            (restarted,) = java_pids(data_dir)
+            assert restarted != pid
     finally:
         server.stop()
+    assert java_pids(data_dir) == []
 
 
 # --- WebSocket: graphql-transport-ws --------------------------------------------------------

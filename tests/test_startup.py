@@ -23,6 +23,7 @@ from settings import PLACEHOLDER_SECRET, load_settings
 from tests.conftest import SECRET
 from tests.conftest import make_settings as settings_for
 from tests.harness import LiveServer
+from tests.processes import java_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSTRAINTS = sorted(re.findall(r"CREATE CONSTRAINT (\w+)", " ".join(STATEMENTS)))
@@ -167,17 +168,6 @@ def test_restart_keeps_data_and_creates_the_schema_once(
 
 
 # --- `python -m app` ------------------------------------------------------------------------
-
-
-def java_pids(data_dir: Path) -> list[int]:
-    marker = f"-Darcadedb.server.rootPath={data_dir.resolve()}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if marker in (entry / "cmdline").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-    return found
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path,

@@ -16,6 +16,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from auth import AuthError, parse_bearer
+from graph_db.driver import DatabaseUnavailable
 from resolvers.context import Context, Services
 from transport.documents import DocumentCache
 from transport.http import GraphQLHTTP
@@ -73,9 +74,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     @staticmethod
     async def _authenticate(context: Context, header: str) -> Any:
+        """The viewer, or why not: a bad token, or a database that could not record the user
+        (the operation then answers SERVICE_UNAVAILABLE instead of a 500)."""
         try:
             return await context.services.viewer_from_token(parse_bearer(header))
-        except AuthError as exc:
+        except (AuthError, DatabaseUnavailable) as exc:
             return exc
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
@@ -89,4 +92,6 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if isinstance(context.auth, AuthError):
             log.info("websocket rejected: %s", context.auth)
             raise ConnectionRejectionError
+        if isinstance(context.auth, DatabaseUnavailable):
+            raise context.auth  # closed with 1013, try again later (transport/ws.py)
         return None

@@ -27,6 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     SubscribeMessage,
 )
 
+from graph_db.driver import DatabaseUnavailable
 from graph_db.models import Role
 from realtime.subscriber import Outbox, Subscriber
 from realtime.tasks import spawn
@@ -39,6 +40,7 @@ from transport.fanout import RenderSpec, frame_prefix
 
 log = logging.getLogger(__name__)
 FLUSH_BEFORE_CLOSE_S = 1.0
+TRY_AGAIN_LATER = 1013  # RFC 6455; graphql-ws clients reconnect after it
 _fallback_warned = False
 
 Op = Operation[Context, None]
@@ -80,7 +82,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().handle_message(message)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        await super().handle_connection_init(message)
+        try:
+            await super().handle_connection_init(message)
+        except DatabaseUnavailable:  # the user could not be recorded: come back shortly
+            await self.websocket.close(code=TRY_AGAIN_LATER,
+                                       reason="database unavailable: retry shortly")
+            return
         if self.connection_acknowledged and self._expiry is None:
             self._arm_expiry()
 
