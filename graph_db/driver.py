@@ -18,7 +18,14 @@ from neo4j import (
     AsyncManagedTransaction,
     AsyncTransaction,
 )
-from neo4j.exceptions import IncompleteCommit, Neo4jError, ServiceUnavailable, SessionExpired
+from neo4j.exceptions import (
+    AuthError,
+    DriverError,
+    IncompleteCommit,
+    Neo4jError,
+    ServiceUnavailable,
+    SessionExpired,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,6 +34,25 @@ UNAVAILABLE_FOR_S = 2.0  # an unreachable server: callers hear SERVICE_UNAVAILAB
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_INTERVAL_S = 2.0  # a check this often notices an outage when nothing else runs
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.005, 0.25
+
+
+def _retry_budget(exc: Exception) -> float | None:
+    """How long an error of this kind is worth retrying; None: not at all."""
+    if _unreachable(exc):
+        return UNAVAILABLE_FOR_S
+    if isinstance(exc, Neo4jError) and exc.is_retryable():  # write conflicts, deadlocks
+        return RETRY_FOR_S
+    return None
+
+
+def _unreachable(exc: Exception) -> bool:
+    """The server is not there, or not ready yet. A restarting ArcadeDB accepts Bolt before it
+    can authenticate: it then refuses valid credentials ("no longer valid") and answers
+    "BEGIN not expected in state: AUTHENTICATION" for a while (seen in
+    tests/test_database_outage.py); both pass once it is up."""
+    if isinstance(exc, (ServiceUnavailable, SessionExpired, AuthError)):
+        return True
+    return isinstance(exc, Neo4jError) and "not expected in state" in (exc.message or "")
 
 
 class DatabaseUnavailable(Exception):
@@ -168,15 +194,16 @@ class GraphDB:
                 # Committed or not, nobody knows: running it again could apply it twice.
                 self.report(False)
                 raise DatabaseUnavailable(f"connection lost during a commit: {exc}") from exc
-            except (ServiceUnavailable, SessionExpired) as exc:
-                if loop.time() + backoff > started + UNAVAILABLE_FOR_S:
-                    self.report(False)
-                    raise DatabaseUnavailable(f"graph database unreachable: {exc}") from exc
-                log.debug("graph database unreachable, retrying: %s", exc)
-            except Neo4jError as exc:
-                if not exc.is_retryable() or loop.time() + backoff > started + RETRY_FOR_S:
+            except (DriverError, Neo4jError) as exc:
+                budget = _retry_budget(exc)
+                if budget is None:
                     raise
-                log.debug("write conflict, retrying: %s", exc.__class__.__name__)
+                if loop.time() + backoff > started + budget:
+                    if budget == UNAVAILABLE_FOR_S:
+                        self.report(False)
+                        raise DatabaseUnavailable(f"graph database unreachable: {exc}") from exc
+                    raise
+                log.debug("retrying after %s", exc.__class__.__name__)
             else:
                 if not self.available:
                     self.report(True)

@@ -113,6 +113,7 @@ class EmbeddedGraphServer:
         heap: str = "512m",
         database: str = "collab",
         host: str = "127.0.0.1",
+        bolt_port: int = 0,
     ) -> None:
         if not _HEAP_RE.fullmatch(heap):
             raise ValueError(f"heap must look like 512m or 2g, not {heap!r}")
@@ -123,7 +124,8 @@ class EmbeddedGraphServer:
         self._database = database
         self._host = host
         self._password: str | None = None
-        self._bolt_port = 0
+        self._bolt_port = bolt_port  # 0: a free one at each start
+        self._fixed_port = bool(bolt_port)
         self._log_start = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._lock_fd: int | None = None
@@ -162,9 +164,10 @@ class EmbeddedGraphServer:
             raise RuntimeError("the graph server is already started")
         self._data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fd = _acquire_lock(self._data_dir)
+        self._stopping = False
         try:
             self._password = _load_or_create_password(self._data_dir)
-            await self._launch(self._lock_fd)
+            await self._launch(self._lock_fd, keep_port=self._fixed_port)
             await self._wait_ready()
         except BaseException:
             await self._shutdown(grace=0)

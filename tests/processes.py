@@ -77,7 +77,8 @@ class GraphServer:
     the JVM is tied to the thread that forked it."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.server = EmbeddedGraphServer(data_dir, heap="512m")
+        # A fixed Bolt port: restart() brings it back at the same address.
+        self.server = EmbeddedGraphServer(data_dir, heap="512m", bolt_port=find_free_port())
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="graph-server",
                                         daemon=True)
@@ -89,6 +90,13 @@ class GraphServer:
         self._thread.start()
         self._call(self.server.start(), timeout=120)
         return self
+
+    def restart(self, down_for: float) -> None:
+        """Down for `down_for` seconds, then up again at the same address (as a database
+        server that is restarted, or failed over, looks to its clients)."""
+        self._call(self.server.stop(), timeout=60)
+        time.sleep(down_for)
+        self._call(self.server.start(), timeout=120)
 
     def stop(self) -> None:
         if not self._thread.is_alive():
