@@ -34,6 +34,7 @@ from transport.endpoint import GraphQLEndpoint
 from transport.fanout import GraphQLRenderer
 from transport.ide import GraphiQL
 from transport.persisted import PersistedOperations
+from transport.tls import TransportSecurity, log_transport_security, serving_options
 from transport.uvicorn_adapter import RawSendMiddleware, log_fanout_path, uvicorn_ws_options
 
 log = logging.getLogger("collaboration")
@@ -145,6 +146,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if ide is not None:
         routes.append(Route("/graphiql/{name}", ide.asset, methods=["GET"]))
     middleware = [
+        Middleware(TransportSecurity, required=settings.requires_tls,
+                   hsts_max_age=settings.hsts_max_age),
         Middleware(RawSendMiddleware),
         Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                    allow_methods=["GET", "POST"], allow_credentials=True,
@@ -191,9 +194,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     options = uvicorn_ws_options(settings.ws_heartbeat_interval)
     log_fanout_path(options["ws"])
+    log_transport_security(settings)
     uvicorn.run(create_app(settings), host=settings.collaboration_host,
                 port=settings.collaboration_port, log_level=settings.log_level.lower(),
-                lifespan="on", **options)
+                lifespan="on", **options, **serving_options(settings))
 
 
 if __name__ == "__main__":

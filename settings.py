@@ -130,7 +130,18 @@ class Settings(BaseSettings):
     room_max_participants: int = Field(default=20, ge=2, le=10_000)
     chat_history_limit: int = Field(default=100, ge=1, le=10_000)
 
-    _split = field_validator("cors_origins", "stun_servers", mode="before")(_split_csv)
+    # Transport security: production serves only TLS, its own or a trusted proxy's.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Proxies whose X-Forwarded-Proto/-For are believed (addresses or networks); none by
+    # default, so nobody else can claim to have come over TLS or from another address.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Only for a TLS-terminating mesh that sends no X-Forwarded-Proto: plain http accepted.
+    allow_insecure_http: bool = False
+    hsts_max_age: int = Field(default=31_536_000, ge=0, le=63_072_000)
+
+    _split = field_validator("cors_origins", "stun_servers", "forwarded_allow_ips",
+                             mode="before")(_split_csv)
 
     @field_validator("persisted_queries_manifest")
     @classmethod
@@ -161,6 +172,31 @@ class Settings(BaseSettings):
             raise ValueError("PERSISTED_QUERIES_ONLY: needs PERSISTED_QUERIES_MANIFEST, the "
                              "file of the operations allowed to run")
         return self
+
+    @model_validator(mode="after")
+    def _production_serves_tls(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS_CERT_FILE: TLS_CERT_FILE and TLS_KEY_FILE go together")
+        for name, path in (("TLS_CERT_FILE", self.tls_cert_file),
+                           ("TLS_KEY_FILE", self.tls_key_file)):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        if self.is_production and not (self.tls_cert_file or self.forwarded_allow_ips
+                                       or self.allow_insecure_http):
+            raise ValueError(
+                "TLS_CERT_FILE: production serves only TLS: set TLS_CERT_FILE and "
+                "TLS_KEY_FILE, or FORWARDED_ALLOW_IPS for a TLS-terminating proxy (or "
+                "ALLOW_INSECURE_HTTP=true behind a mesh that terminates TLS)")
+        return self
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def requires_tls(self) -> bool:
+        """Plain http/ws refused (but for health probes): production, unless allowed."""
+        return self.is_production and not self.allow_insecure_http
 
     @property
     def is_development(self) -> bool:

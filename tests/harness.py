@@ -15,6 +15,7 @@ from app import create_app
 from graph_db.embedded import find_free_port
 from resolvers.context import Services
 from settings import Settings
+from transport.tls import serving_options
 from transport.uvicorn_adapter import uvicorn_ws_options
 
 T = TypeVar("T")
@@ -29,7 +30,7 @@ class LiveServer:
         # fast path.
         options = uvicorn_ws_options(None) if ws_options is None else ws_options
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, lifespan="on",
-                                log_level="warning", **options)
+                                log_level="warning", **options, **serving_options(settings))
         self.server = uvicorn.Server(config)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="live-server", daemon=True)
@@ -61,11 +62,13 @@ class LiveServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.settings.serves_tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/graphql"
+        scheme = "wss" if self.settings.serves_tls else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/graphql"
 
     @property
     def services(self) -> Services:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -120,10 +121,20 @@ class RedisServer:
     """A redis-server of our own on a fixed port; kill() and start() again to simulate an
     outage (no persistence: a restart is an empty Redis, as after a crash)."""
 
-    def __init__(self, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, log_path: Path, port: int | None = None, tls: Any = None) -> None:
         self.port = port or find_free_port()
         self.log_path = log_path
+        self.tls = tls  # tests.certs.Certs: TLS only (rediss://), no plain port
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _args(self) -> list[str]:
+        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                  "--daemonize", "no"]
+        if self.tls is None:
+            return [REDIS_SERVER, "--port", str(self.port), *common]
+        return [REDIS_SERVER, "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no", *common]
 
     @property
     def url(self) -> str:
@@ -133,9 +144,8 @@ class RedisServer:
         assert self.proc is None or self.proc.poll() is not None, "redis-server already runs"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                _die_with_us([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--daemonize", "no"]),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                _die_with_us(self._args()), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while not self.ping():
             if self.proc.poll() is not None:
@@ -148,7 +158,11 @@ class RedisServer:
 
     def ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                sock = raw
+                if self.tls is not None:
+                    context = ssl.create_default_context(cafile=str(self.tls.ca))
+                    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:

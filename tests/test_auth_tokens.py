@@ -45,6 +45,7 @@ def make_settings(**overrides: Any) -> Settings:
         "jwt_issuer": None,
         "jwt_audience": None,
         "jwt_leeway_seconds": 30,
+        "allow_insecure_http": True,  # production here is about tokens, not TLS
     }
     values.update(overrides)
     return Settings(**values)

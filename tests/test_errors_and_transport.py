@@ -86,7 +86,8 @@ def no_leak(response: httpx.Response) -> None:
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """ENVIRONMENT=production with a real secret and JWT_AUDIENCE configured."""
     server = LiveServer(settings_for(tmp_path_factory.mktemp("prod-graph"),
-                                      environment="production", jwt_audience=AUDIENCE)).start()
+                                      environment="production", jwt_audience=AUDIENCE,
+                                      allow_insecure_http=True)).start()
     yield server
     server.stop()
 

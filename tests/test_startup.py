@@ -30,7 +30,8 @@ CONSTRAINTS = sorted(re.findall(r"CREATE CONSTRAINT (\w+)", " ".join(STATEMENTS)
 INDEXES = sorted(re.findall(r"CREATE INDEX (\w+)", " ".join(STATEMENTS)))
 _SETTINGS_VARS = ("ENVIRONMENT", "JWT_SECRET_KEY", "JWT_JWKS_URL", "JWT_JWKS_FILE",
                   "COLLABORATION_PORT", "ROOM_MAX_PARTICIPANTS", "LOG_LEVEL", "NEO4J_URI",
-                  "JWT_LEEWAY_SECONDS", "CONNECTION_POOL_SIZE", "NEO4J_PASSWORD")
+                  "JWT_LEEWAY_SECONDS", "CONNECTION_POOL_SIZE", "NEO4J_PASSWORD",
+                  "TLS_CERT_FILE", "TLS_KEY_FILE", "FORWARDED_ALLOW_IPS", "ALLOW_INSECURE_HTTP")
 
 
 @pytest.fixture
@@ -38,6 +39,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in _SETTINGS_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ENVIRONMENT", "development")
+    # Production serves only TLS (tests/test_transport_security.py); not the point here.
+    monkeypatch.setenv("ALLOW_INSECURE_HTTP", "true")
     return monkeypatch
 
 
@@ -229,6 +232,6 @@ def test_python_m_app_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signa
 def test_graphiql_only_in_development_and_test(environment: str, tmp_path: Path) -> None:
     from app import create_app
 
-    app = create_app(settings_for(tmp_path, environment=environment))
+    app = create_app(settings_for(tmp_path, environment=environment, allow_insecure_http=True))
     paths = {getattr(route, "path", None) for route in app.routes}
     assert ("/graphiql/{name}" in paths) is (environment in ("development", "test"))

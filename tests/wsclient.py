@@ -62,10 +62,13 @@ class WSClient:
     @classmethod
     async def open(cls, url: str, *, subprotocols: tuple[str, ...] = (PROTOCOL,),
                    origin: str | None = None, rcvbuf: int | None = None,
-                   max_queue: int = 16) -> WSClient:
+                   max_queue: int = 16, ssl: Any = None,
+                   headers: dict[str, str] | None = None) -> WSClient:
         """A connected socket, before connection_init. `rcvbuf` shrinks the kernel's
-        receive buffer (for clients that stop reading)."""
-        options: dict[str, Any] = {}
+        receive buffer (for clients that stop reading); `ssl` is the context for wss://."""
+        options: dict[str, Any] = {"additional_headers": headers}
+        if ssl is not None:
+            options["ssl"] = ssl
         if rcvbuf is not None:
             parsed = urlparse(url)
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
