@@ -40,18 +40,18 @@ BY_CLIENT_KEY = f"MATCH (m:Message {{clientKey: $key}}) RETURN {_FIELDS} AS m"
 
 # A resend is answered only to a participant, like the send itself.
 RESENT = f"""
-MATCH (:User {{id: $authorId}})-[:MEMBER_OF]->(r:Room {{id: $roomId}})
+MATCH (r:Room {{id: $roomId}})<-[:MEMBER_OF]-(:User {{id: $authorId}})
 MATCH (m:Message {{clientKey: $key}})
 RETURN {_FIELDS} AS m
 """
 
 # Mentions name users who are participants at send time; anyone else is dropped here, in the
 # same transaction that checks membership.
-_MENTIONED = "[x IN $mentionIds WHERE EXISTS { (:User {id: x})-[:MEMBER_OF]->(r) }]"
+_MENTIONED = "[x IN $mentionIds WHERE EXISTS { (r)<-[:MEMBER_OF]-(:User {id: x}) }]"
 
 # Posting checks membership itself (no separate read on the hot path): no row, no message.
 CREATE = """
-MATCH (u:User {id: $authorId})-[:MEMBER_OF]->(r:Room {id: $roomId})
+MATCH (r:Room {id: $roomId})<-[:MEMBER_OF]-(u:User {id: $authorId})
 WHERE r.deletedAt IS NULL
 """ + APPEND_CLAUSE + f"""
 CREATE (m:Message {{id: $id, roomId: $roomId, authorId: $authorId, content: $content,
@@ -132,7 +132,7 @@ RETURN key, ms[0..key[2]] AS ms
 
 # The read mark only moves forward and never past what the room has produced.
 MARK_READ = """
-MATCH (:User {id: $userId})-[mem:MEMBER_OF]->(r:Room {id: $roomId})
+MATCH (r:Room {id: $roomId})<-[mem:MEMBER_OF]-(:User {id: $userId})
 WITH mem, CASE WHEN $upTo < coalesce(r.seq, 0) THEN $upTo ELSE coalesce(r.seq, 0) END AS target
 SET mem.lastReadSeq = CASE WHEN coalesce(mem.lastReadSeq, 0) > target
                            THEN mem.lastReadSeq ELSE target END
@@ -141,7 +141,7 @@ RETURN mem.lastReadSeq AS seq
 
 UNREAD = """
 UNWIND $keys AS key
-OPTIONAL MATCH (:User {id: key[1]})-[mem:MEMBER_OF]->(:Room {id: key[0]})
+OPTIONAL MATCH (:Room {id: key[0]})<-[mem:MEMBER_OF]-(:User {id: key[1]})
 RETURN key, CASE WHEN mem IS NULL THEN 0 ELSE COUNT {
   MATCH (m:Message {roomId: key[0]})
   WHERE m.seq > coalesce(mem.lastReadSeq, 0) AND NOT m.deleted AND m.authorId <> key[1]

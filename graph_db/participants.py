@@ -1,4 +1,9 @@
-"""MEMBER_OF edges: who is in a room, in which role; capacity-checked joins and hand-over."""
+"""MEMBER_OF edges: who is in a room, in which role; capacity-checked joins and hand-over.
+
+Patterns between a user and a room start from the room, `(r:Room {id})<-[:MEMBER_OF]-(u)`:
+ArcadeDB expands from the pattern's first node, a room's edges are bounded by its size, and a
+user's grow with every room they were ever in (from the user, one lookup for someone in
+10,000 rooms took 15-20 ms instead of 1-2 ms)."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ _FIELDS = "{roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt}"
 
 BY_ROOMS = f"""
 UNWIND $ids AS id
-OPTIONAL MATCH (u:User)-[m:MEMBER_OF]->(r:Room {{id: id}})
+OPTIONAL MATCH (r:Room {{id: id}})<-[m:MEMBER_OF]-(u:User)
 WITH id, m, u, r ORDER BY m.joinedAt, u.id
 RETURN id, collect(CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END) AS ps
 """
@@ -22,12 +27,12 @@ RETURN id, collect(CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END) AS ps
 COUNTS = """
 UNWIND $ids AS id
 OPTIONAL MATCH (r:Room {id: id})
-RETURN id, CASE WHEN r IS NULL THEN 0 ELSE COUNT { (:User)-[:MEMBER_OF]->(r) } END AS n
+RETURN id, CASE WHEN r IS NULL THEN 0 ELSE COUNT { (r)<-[:MEMBER_OF]-(:User) } END AS n
 """
 
 BY_KEYS = f"""
 UNWIND $keys AS key
-OPTIONAL MATCH (u:User {{id: key[1]}})-[m:MEMBER_OF]->(r:Room {{id: key[0]}})
+OPTIONAL MATCH (r:Room {{id: key[0]}})<-[m:MEMBER_OF]-(u:User {{id: key[1]}})
 RETURN key, CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS p
 """
 
@@ -37,12 +42,12 @@ RETURN key, CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS p
 LOCK = """
 MATCH (r:Room {id: $roomId}) WHERE r.deletedAt IS NULL
 SET r.lockVersion = coalesce(r.lockVersion, 0) + 1
-RETURN r.maxParticipants AS max, COUNT { (:User)-[:MEMBER_OF]->(r) } AS n
+RETURN r.maxParticipants AS max, COUNT { (r)<-[:MEMBER_OF]-(:User) } AS n
 """
 
 ADD = f"""
 MATCH (u:User {{id: $userId}}), (r:Room {{id: $roomId}})
-MERGE (u)-[m:MEMBER_OF]->(r)
+MERGE (r)<-[m:MEMBER_OF]-(u)
 ON CREATE SET m.role = $role, m.joinedAt = $now, m.lastReadSeq = coalesce(r.seq, 0)
 RETURN {_FIELDS} AS p
 """
@@ -54,12 +59,12 @@ SET j.status = 'CANCELLED', j.decidedAt = $now
 
 INVITE = """
 MATCH (u:User {id: $userId}), (r:Room {id: $roomId})
-MERGE (u)-[i:INVITED_TO]->(r) ON CREATE SET i.at = $now
+MERGE (r)<-[i:INVITED_TO]-(u) ON CREATE SET i.at = $now
 """
 
 REMOVE = """
-MATCH (u:User {id: $userId})-[m:MEMBER_OF]->(r:Room {id: $roomId})
-OPTIONAL MATCH (u)-[i:INVITED_TO]->(r)
+MATCH (r:Room {id: $roomId})<-[m:MEMBER_OF]-(u:User {id: $userId})
+OPTIONAL MATCH (r)<-[i:INVITED_TO]-(u)
 WITH m, i, m.role AS role
 DELETE m
 FOREACH (x IN CASE WHEN $revoke AND i IS NOT NULL THEN [i] ELSE [] END | DELETE x)
@@ -67,14 +72,14 @@ RETURN role
 """
 
 SET_ROLE = f"""
-MATCH (u:User {{id: $userId}})-[m:MEMBER_OF]->(r:Room {{id: $roomId}})
+MATCH (r:Room {{id: $roomId}})<-[m:MEMBER_OF]-(u:User {{id: $userId}})
 SET m.role = $role
 RETURN {_FIELDS} AS p
 """
 
 HOSTS_AND_HEIR = """
 MATCH (r:Room {id: $roomId})
-OPTIONAL MATCH (u:User)-[m:MEMBER_OF]->(r)
+OPTIONAL MATCH (r)<-[m:MEMBER_OF]-(u:User)
 WITH r, u, m ORDER BY CASE m.role WHEN 'MODERATOR' THEN 0 ELSE 1 END, m.joinedAt, u.id
 WITH r, collect(CASE WHEN m IS NULL THEN NULL
                      ELSE {id: u.id, role: m.role, eligible: u.role IN $hostRoles} END) AS ms
@@ -83,7 +88,7 @@ RETURN r.hostId AS hostId, [x IN ms WHERE x.role = 'HOST' | x.id] AS hosts,
 """
 
 SET_HOST = """
-MATCH (u:User {id: $userId})-[m:MEMBER_OF]->(r:Room {id: $roomId})
+MATCH (r:Room {id: $roomId})<-[m:MEMBER_OF]-(u:User {id: $userId})
 SET m.role = 'HOST', r.hostId = $userId
 """
 

@@ -46,10 +46,10 @@ WHERE r.deletedAt IS NULL
   AND ($type IS NULL OR r.type = $type)
   AND ($visibility IS NULL OR r.visibility = $visibility)
   AND ($search IS NULL OR toLower(r.name) CONTAINS $search)
-WITH r, EXISTS { (:User {id: $viewer})-[:MEMBER_OF]->(r) } AS member
+WITH r, EXISTS { (r)<-[:MEMBER_OF]-(:User {id: $viewer}) } AS member
 WHERE (NOT $mine OR member)
   AND ($admin OR member OR (r.visibility = 'PUBLIC' AND NOT $patient)
-       OR EXISTS { (:User {id: $viewer})-[:INVITED_TO]->(r) }
+       OR EXISTS { (r)<-[:INVITED_TO]-(:User {id: $viewer}) }
        OR (NOT $patient AND EXISTS { (:JoinRequest {roomId: r.id, userId: $viewer,
                                                     status: 'PENDING'}) }))
 """
@@ -164,11 +164,11 @@ async def soft_delete_room(db: GraphDB, room_id: str, by: str) -> Written[bool]:
 STANDING = """
 UNWIND $keys AS key
 OPTIONAL MATCH (r:Room {id: key[0]}) WHERE r.deletedAt IS NULL
-OPTIONAL MATCH (u:User {id: key[1]})-[m:MEMBER_OF]->(r)
+OPTIONAL MATCH (r)<-[m:MEMBER_OF]-(u:User {id: key[1]})
 RETURN key, r {.*} AS r,
        CASE WHEN m IS NULL THEN NULL
             ELSE {roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt} END AS p,
-       r IS NOT NULL AND EXISTS { (:User {id: key[1]})-[:INVITED_TO]->(r) } AS invited,
+       r IS NOT NULL AND EXISTS { (r)<-[:INVITED_TO]-(:User {id: key[1]}) } AS invited,
        r IS NOT NULL AND EXISTS { (:JoinRequest {roomId: key[0], userId: key[1],
                                                   status: 'PENDING'}) } AS pending
 """
