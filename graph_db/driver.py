@@ -20,6 +20,7 @@ from neo4j import (
 )
 from neo4j.exceptions import (
     AuthError,
+    DatabaseError,
     DriverError,
     IncompleteCommit,
     Neo4jError,
@@ -34,11 +35,12 @@ UNAVAILABLE_FOR_S = 2.0  # an unreachable server: callers hear SERVICE_UNAVAILAB
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_INTERVAL_S = 2.0  # a check this often notices an outage when nothing else runs
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.005, 0.25
+UNKNOWN_SERVER_ERROR = "Neo.DatabaseError.General.UnknownError"
 
 
 def _retry_budget(exc: Exception) -> float | None:
     """How long an error of this kind is worth retrying; None: not at all."""
-    if _unreachable(exc):
+    if _unreachable(exc) or _concealed(exc):
         return UNAVAILABLE_FOR_S
     if isinstance(exc, Neo4jError) and exc.is_retryable():  # write conflicts, deadlocks
         return RETRY_FOR_S
@@ -53,6 +55,15 @@ def _unreachable(exc: Exception) -> bool:
     if isinstance(exc, (ServiceUnavailable, SessionExpired, AuthError)):
         return True
     return isinstance(exc, Neo4jError) and "not expected in state" in (exc.message or "")
+
+
+def _concealed(exc: Exception) -> bool:
+    """A server error whose cause the server does not tell. ArcadeDB in production mode
+    answers this way while it stops ("database is closed", under transactions in flight) and
+    while it starts ("database does not exist" until it is loaded): an outage, not a bug. A
+    real server-side bug answers the same, so it is retried only as long as an outage would
+    be, then told apart by a ping (GraphDB._retrying)."""
+    return isinstance(exc, DatabaseError) and exc.code == UNKNOWN_SERVER_ERROR
 
 
 class DatabaseUnavailable(Exception):
@@ -199,7 +210,8 @@ class GraphDB:
                 if budget is None:
                     raise
                 if loop.time() + backoff > started + budget:
-                    if budget == UNAVAILABLE_FOR_S:
+                    if budget == UNAVAILABLE_FOR_S and not (_concealed(exc)
+                                                            and await self.ping()):
                         self.report(False)
                         raise DatabaseUnavailable(f"graph database unreachable: {exc}") from exc
                     raise

@@ -65,7 +65,7 @@ class RedisPubSub:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         if self._conn is not None:
-            await self._conn.aclose()  # type: ignore[no-untyped-call]
+            await self._conn.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
         await self.redis.aclose()
         await self._subscriber.aclose()
 
@@ -133,7 +133,7 @@ class RedisPubSub:
         finally:
             self._conn = None
             self._connected.clear()
-            await conn.aclose()  # type: ignore[no-untyped-call]
+            await conn.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
 
     async def _dispatch(self, channel: bytes | str, data: bytes) -> None:
         name = channel.decode() if isinstance(channel, bytes) else channel
