@@ -7,14 +7,15 @@ import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+from redis.asyncio import ConnectionPool, Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from strawberry.extensions import ValidationCache
 
 from auth import TokenVerifier
 from graph_db.driver import HEALTH_INTERVAL_S, GraphDB
@@ -29,13 +30,20 @@ from resolvers.context import Services
 from resolvers.extensions import CodedErrors, OperationLoaders
 from schema import build_schema
 from settings import Settings, load_settings
+from transport.admission import AdmittedDocuments
+from transport.connections import ConnectionLimiter, ConnectionSlots, MemorySlots, RedisSlots
 from transport.document_store import DocumentStore, MemoryDocumentStore, RedisDocumentStore
+from transport.documents import Admission, DocumentCache
 from transport.endpoint import GraphQLEndpoint
 from transport.fanout import GraphQLRenderer
+from transport.http import HTTPLimits
 from transport.ide import GraphiQL
+from transport.limits import OperationLimits
 from transport.persisted import PersistedOperations
+from transport.rate_limit import MemoryBudget, RateBudget, RateLimiter, RedisBudget
 from transport.tls import TransportSecurity, log_transport_security, serving_options
 from transport.uvicorn_adapter import RawSendMiddleware, log_fanout_path, uvicorn_ws_options
+from transport.ws_limits import SocketLimits
 
 log = logging.getLogger("collaboration")
 
@@ -112,18 +120,76 @@ def persisted_operations(settings: Settings) -> PersistedOperations:
     return PersistedOperations(store, manifest, only=settings.persisted_queries_only)
 
 
+def admission(settings: Settings) -> Admission:
+    """The operation limits, and outside development no introspection (unless
+    ENABLE_INTROSPECTION) and no "Did you mean" hints."""
+    return Admission(
+        OperationLimits(max_depth=settings.operation_max_depth,
+                        max_aliases=settings.operation_max_aliases,
+                        max_directives=settings.operation_max_directives,
+                        max_tokens=settings.operation_max_tokens,
+                        max_cost=settings.operation_max_cost),
+        introspection=settings.introspection, suggestions=settings.is_development)
+
+
+@dataclass
+class Limiters:
+    rate: RateLimiter
+    connections: ConnectionLimiter
+    pool: ConnectionPool | None  # Redis connections for both, when REDIS_URL is set
+
+    async def aclose(self) -> None:
+        await self.connections.aclose()
+        await self.rate.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
+
+
+def limiters(settings: Settings) -> Limiters:
+    """Rate budgets and connection counts in Redis when REDIS_URL is set (one budget per user
+    across every instance), else in this process."""
+    budget: RateBudget
+    slots: ConnectionSlots
+    pool = None
+    if settings.redis_url:
+        # Short timeouts: a Redis that hangs must not hold requests (they are then admitted).
+        pool = ConnectionPool.from_url(settings.redis_url, socket_timeout=2,
+                                       socket_connect_timeout=2)
+        budget = RedisBudget(pool, settings.redis_url, settings.rate_limit_requests,
+                             settings.rate_limit_period)
+        slots = RedisSlots(Redis(connection_pool=pool), settings.ws_max_connections,
+                           ttl=2.5 * settings.ws_heartbeat_interval)
+    else:
+        budget = MemoryBudget(settings.rate_limit_requests, settings.rate_limit_period)
+        slots = MemorySlots(settings.ws_max_connections)
+    return Limiters(RateLimiter(budget, settings.rate_limit_requests),
+                    ConnectionLimiter(slots, settings.ws_max_connections,
+                                      refresh_every=settings.ws_heartbeat_interval), pool)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
 
-    # Validating a document costs more than most operations' own work: cache it per document
-    # (docs/benchmarks.md). Not ParserCache: a syntax error raised from its hook skips the
-    # error-coding extension.
+    # Documents are admitted (parsed, held to the limits, validated) once each by the
+    # DocumentCache, which strawberry then runs from (AdmittedDocuments); its extensions are
+    # made per operation, after `documents` is bound below.
+    suggestions = settings.is_development
     schema = build_schema(extensions=[
-        lambda: ValidationCache(maxsize=1000), OperationLoaders, CodedErrors])
+        lambda: AdmittedDocuments(documents), OperationLoaders,
+        lambda: CodedErrors(suggestions=suggestions)])
+    documents = DocumentCache(schema._schema, admission(settings))
     ide = GraphiQL() if settings.is_development else None  # never in staging or production
     persisted = persisted_operations(settings)
-    endpoint = GraphQLEndpoint(schema, ide=ide, allowed_origins=settings.cors_origins,
-                               persisted=persisted)
+    limits = limiters(settings)
+    endpoint = GraphQLEndpoint(
+        schema, documents, ide=ide, allowed_origins=settings.cors_origins,
+        persisted=persisted, rate=limits.rate, connections=limits.connections,
+        http=HTTPLimits(max_bytes=settings.request_max_bytes,
+                        timeout=settings.request_timeout),
+        sockets=SocketLimits(max_subscriptions=settings.ws_max_subscriptions,
+                             message_rate=settings.ws_message_rate,
+                             message_burst=settings.ws_message_burst,
+                             timeout=settings.request_timeout))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -131,12 +197,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             hub.renderer = GraphQLRenderer(endpoint.documents.schema, hub.hints)
             verifier = TokenVerifier(settings)
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub)
+            limits.connections.start()
             tune_gc()
             try:
                 yield
             finally:
                 await verifier.aclose()
                 await persisted.store.aclose()
+                await limits.aclose()
     routes = [
         Route("/graphql", endpoint, methods=None),  # the endpoint answers other methods 405
         WebSocketRoute("/graphql", endpoint),
@@ -192,7 +260,7 @@ def main() -> None:
     # the previous handler: with the default one the process dies of SIGTERM (status 143)
     # after a clean stop. This handler turns that into exit status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    options = uvicorn_ws_options(settings.ws_heartbeat_interval)
+    options = uvicorn_ws_options(settings.ws_heartbeat_interval, settings.ws_max_message_bytes)
     log_fanout_path(options["ws"])
     log_transport_security(settings)
     uvicorn.run(create_app(settings), host=settings.collaboration_host,

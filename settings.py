@@ -123,10 +123,11 @@ class Settings(BaseSettings):
     # Performance tuning (the seed's YAML block)
     connection_pool_size: int = Field(default=20, ge=1, le=1000)
     cache_ttl: int = Field(default=3600, ge=0)
-    rate_limit_requests: int = Field(default=100, ge=1)
-    rate_limit_period: int = Field(default=60, ge=1)
+    # Operations per period per user (per client address before authentication).
+    rate_limit_requests: int = Field(default=100, ge=1, le=1_000_000_000)
+    rate_limit_period: int = Field(default=60, ge=1, le=86_400)
     ws_heartbeat_interval: int = Field(default=30, ge=1, le=3600)
-    ws_max_connections: int = Field(default=50, ge=1)
+    ws_max_connections: int = Field(default=50, ge=1, le=1_000_000)
     room_max_participants: int = Field(default=20, ge=2, le=10_000)
     chat_history_limit: int = Field(default=100, ge=1, le=10_000)
 
@@ -139,6 +140,22 @@ class Settings(BaseSettings):
     # Only for a TLS-terminating mesh that sends no X-Forwarded-Proto: plain http accepted.
     allow_insecure_http: bool = False
     hsts_max_age: int = Field(default=31_536_000, ge=0, le=63_072_000)
+
+
+    # Limits (README "Limits"): what one operation, request or socket may ask for.
+    operation_max_depth: int = Field(default=10, ge=1, le=100)
+    operation_max_aliases: int = Field(default=15, ge=0, le=10_000)
+    operation_max_directives: int = Field(default=50, ge=0, le=10_000)
+    operation_max_tokens: int = Field(default=2_000, ge=100, le=1_000_000)
+    operation_max_cost: int = Field(default=5_000, ge=1, le=1_000_000_000)
+    request_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    request_timeout: float = Field(default=30.0, gt=0, le=3600)
+    ws_max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    ws_max_subscriptions: int = Field(default=100, ge=1, le=1_000_000)
+    ws_message_rate: float = Field(default=20.0, gt=0, le=1_000_000)  # messages per second
+    ws_message_burst: int = Field(default=100, ge=1, le=1_000_000)
+    # Unset: on in development and test, off in staging and production.
+    enable_introspection: bool | None = None
 
     _split = field_validator("cors_origins", "stun_servers", "forwarded_allow_ips",
                              mode="before")(_split_csv)
@@ -202,6 +219,13 @@ class Settings(BaseSettings):
     def is_development(self) -> bool:
         """development or test: relaxed secrets, GraphiQL served."""
         return self.environment in ("development", "test")
+
+    @property
+    def introspection(self) -> bool:
+        """`__schema`/`__type` answered (federation's `_service { sdl }` always is)."""
+        if self.enable_introspection is None:
+            return self.is_development
+        return self.enable_introspection
 
     @property
     def is_production(self) -> bool:

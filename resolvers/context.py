@@ -56,7 +56,10 @@ class Services:
 
     async def viewer_from_token(self, token: str) -> Viewer:
         """Verifies the token and creates or updates the user from its claims."""
-        claims = await self.verifier.verify(token)
+        return await self.viewer_for(await self.verifier.verify(token))
+
+    async def viewer_for(self, claims: Claims) -> Viewer:
+        """The user of verified claims, created or updated from them."""
         role = claims.role
         user = self._known.get(claims.user_id)
         if user is None or (user.display_name, user.role, user.email) != (

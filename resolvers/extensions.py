@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 from graphql import GraphQLError
@@ -19,6 +20,9 @@ _INPUT_MARKERS = ("got invalid value", "Expected value of type", "does not exist
                   # graphql-core 3.3: "Variable '$id' has invalid value: Expected a value of
                   # non-null type 'ID!' to be provided."
                   "has invalid value", "to be provided")
+# graphql-core's hints ("Did you mean 'me'?", "Did you mean the enum value 'DOCTOR'?"):
+# outside development they would let anyone map the schema with introspection turned off.
+_SUGGESTION = re.compile(r"\s*Did you mean\b[^?]*\?")
 
 
 class OperationLoaders(SchemaExtension):
@@ -39,12 +43,27 @@ def _unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+def without_suggestions(message: str) -> str:
+    return _SUGGESTION.sub("", message)
+
+
+def with_code(error: GraphQLError, *, suggestions: bool = True) -> GraphQLError:
+    """The error with an `extensions.code` (and, unless `suggestions`, no "Did you mean")."""
+    if not suggestions:
+        error.message = without_suggestions(error.message)
+    if not (error.extensions and "code" in error.extensions):
+        error.extensions = {**(error.extensions or {}), "code": _code_for(error)}
+    return error
+
+
 class CodedErrors(MaskErrors):
     """Masks unexpected failures as "Unexpected error." (logged with a request id) and gives
-    every error an `extensions.code`, also parse and validation errors."""
+    every error an `extensions.code`, also parse and validation errors; outside development
+    without graphql-core's suggestions (variables that do not fit their type)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, suggestions: bool = True) -> None:
         super().__init__(should_mask_error=_unexpected)
+        self.suggestions = suggestions
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [self._coded(e) for e in errors]
@@ -64,10 +83,7 @@ class CodedErrors(MaskErrors):
             anonymous.message = public.message
             anonymous.extensions = public.extensions
             return anonymous
-        if error.extensions and "code" in error.extensions:
-            return error
-        error.extensions = {**(error.extensions or {}), "code": _code_for(error)}
-        return error
+        return with_code(error, suggestions=self.suggestions)
 
 
 def _code_for(error: GraphQLError) -> str:

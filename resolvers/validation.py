@@ -34,3 +34,15 @@ def id_list(field: str, values: list[str], *, max_items: int) -> list[str]:
     if any(not 0 < len(v) <= 128 for v in unique):
         raise BadInput(field, "invalid id")
     return unique
+
+
+def representation(index: int, value: object, entities: frozenset[str]) -> None:
+    """An `_entities` representation as gateways send them: {"__typename": <an entity>,
+    "id": <string>} (the only key of both entities); BadInput naming its position else."""
+    field = f"representations[{index}]"
+    if not isinstance(value, dict) or set(value) != {"__typename", "id"}:
+        raise BadInput(field, "must be an object of __typename and id")
+    if value["__typename"] not in entities:
+        raise BadInput(field, f"__typename must be one of {', '.join(sorted(entities))}")
+    if not isinstance(value["id"], str):
+        raise BadInput(field, "id must be a string")

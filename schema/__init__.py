@@ -9,11 +9,14 @@ import logging
 from collections.abc import Callable, Sequence
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLUnionType
 from strawberry.extensions import SchemaExtension
+from strawberry.federation.schema import FederationAny
 from strawberry.tools import merge_types
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, Info
 
+from resolvers import validation
+from resolvers.errors import BadInput
 from schema.events import EVENT_TYPES, RoomEventsSubscription, TypingMutation
 from schema.messages import MessageMutation, MessageQuery
 from schema.room_ops import RoomMutation, RoomQuery
@@ -36,6 +39,27 @@ class CollaborationSchema(strawberry.federation.Schema):
         Unexpected failures are logged once, with a request id, by CodedErrors."""
         for error in errors:
             log.debug("graphql error: %s", error.message)
+
+    def entities_resolver(self, info: Info, representations: list[FederationAny]
+                          ) -> list[FederationAny]:
+        """strawberry's, given only well-formed representations: another value (a string, no
+        `__typename` of an entity, no string `id`) is a BAD_USER_INPUT at its position, not
+        an unexpected failure of the whole field (tests/test_fuzz.py found that)."""
+        entity = self._schema.get_type("_Entity")
+        names = frozenset(t.name for t in entity.types) if isinstance(
+            entity, GraphQLUnionType) else frozenset()
+        refused: list[BadInput | None] = []
+        for index, value in enumerate(representations):
+            try:
+                validation.representation(index, value, names)
+            except BadInput as error:
+                refused.append(error)
+            else:
+                refused.append(None)
+        fine = [r for r, error in zip(representations, refused, strict=True) if error is None]
+        resolved = iter(super().entities_resolver(info, fine))
+        return [error if error is not None else next(resolved)  # type: ignore[misc]
+                for error in refused]
 
 
 def build_schema(extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),

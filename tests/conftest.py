@@ -17,12 +17,19 @@ from tests.personas import People
 pytest_plugins = ["tests.gateways"]
 
 SECRET = "test-secret-0123456789abcdef0123"
+# The session's one service is shared by every test (and the anonymous ones all come from
+# 127.0.0.1): rate and connection limits out of their way. tests/test_limits*.py run services
+# of their own with the defaults.
+UNLIMITED: dict[str, object] = {
+    "rate_limit_requests": 1_000_000_000, "ws_max_connections": 1_000_000,
+    "ws_message_rate": 1_000_000, "ws_message_burst": 1_000_000,
+}
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "environment": "test", "jwt_secret_key": SECRET, "graph_data_dir": data_dir,
-        "graph_heap": "512m", **overrides,
+        "graph_heap": "512m", **UNLIMITED, **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -28,7 +28,8 @@ class LiveServer:
         self.app = create_app(settings)
         # By default the WebSocket settings `make run` uses (app.main), so tests see its
         # fast path.
-        options = uvicorn_ws_options(None) if ws_options is None else ws_options
+        options = (uvicorn_ws_options(None, settings.ws_max_message_bytes) if ws_options is None
+                   else ws_options)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, lifespan="on",
                                 log_level="warning", **options, **serving_options(settings))
         self.server = uvicorn.Server(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 from dataclasses import dataclass, field
@@ -84,6 +85,12 @@ class People:
         client = httpx.AsyncClient(base_url=self.base_url, timeout=30)
         self.clients.append(client)
         return Persona(user_id, name, role, self.token_for(user_id, name, role), client)
+
+    def at(self, persona: Persona, base_url: str) -> Persona:
+        """The same user (same token) talking to another instance."""
+        client = httpx.AsyncClient(base_url=base_url, timeout=30)
+        self.clients.append(client)
+        return dataclasses.replace(persona, client=client)
 
     async def aclose(self) -> None:
         for client in self.clients:

@@ -25,6 +25,10 @@ from graph_db.embedded import EmbeddedGraphServer, find_free_port
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = "/usr/bin/redis-server"
+# Service processes serve tests that send far more than a user's production budget; the
+# limits' own tests (tests/test_limits_cluster.py) pass theirs in `env`.
+LIMITS_OUT_OF_THE_WAY = {"RATE_LIMIT_REQUESTS": "1000000000", "WS_MAX_CONNECTIONS": "1000000",
+                         "WS_MESSAGE_RATE": "1000000", "WS_MESSAGE_BURST": "1000000"}
 
 
 def _die_with_us(program: list[str]) -> list[str]:
@@ -186,7 +190,8 @@ class Service:
         self.name = name
         self.port = find_free_port()
         self.log_path = log_dir / f"service-{name}.log"
-        self.env = {**os.environ, **env, "COLLABORATION_HOST": "127.0.0.1",
+        self.env = {**os.environ, **LIMITS_OUT_OF_THE_WAY, **env,
+                    "COLLABORATION_HOST": "127.0.0.1",
                     "COLLABORATION_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -61,9 +60,7 @@ async def people(cluster: Cluster, tmp_path: Path) -> AsyncIterator[People]:
 
 def on(people: People, persona: Persona, service: Service) -> Persona:
     """The same user (same token) talking to another instance."""
-    client = httpx.AsyncClient(base_url=service.url, timeout=30)
-    people.clients.append(client)
-    return dataclasses.replace(persona, client=client)
+    return people.at(persona, service.url)
 
 
 async def send(who: Persona, room_id: str, content: str) -> dict[str, Any]:

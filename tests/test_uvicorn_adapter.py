@@ -29,7 +29,7 @@ def test_uvicorns_sansio_protocol_still_has_what_the_adapter_reads() -> None:
 
 
 def test_make_run_uses_the_sansio_protocol_without_deflate() -> None:
-    options = uvicorn_ws_options(30)
+    options = uvicorn_ws_options(30, 1024 * 1024)
     assert options["ws"] == WS_IMPLEMENTATION == "websockets-sansio"
     assert options["ws_per_message_deflate"] is False
     assert uvicorn_adapter.log_fanout_path(options["ws"]) is True
@@ -63,7 +63,7 @@ async def follow_a_room(live: LiveServer) -> tuple[list[object], list[str], list
 
 
 async def test_the_direct_path_is_active_under_make_run_settings(live: LiveServer) -> None:
-    assert live.server.config.ws == uvicorn_ws_options(30)["ws"]
+    assert live.server.config.ws == uvicorn_ws_options(30, 1024 * 1024)["ws"]
     found, sent, received = await follow_a_room(live)
     assert [getattr(o, "_direct", None) is not None for o in found] == [True]
     assert received == sent

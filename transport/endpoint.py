@@ -15,29 +15,38 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from auth import AuthError, parse_bearer
+from auth import AuthError, Claims, parse_bearer
 from graph_db.driver import DatabaseUnavailable
 from resolvers.context import Context, Services
+from transport.connections import ConnectionLimiter
 from transport.documents import DocumentCache
-from transport.http import GraphQLHTTP
+from transport.http import Caller, GraphQLHTTP, HTTPLimits
 from transport.ide import GraphiQL
 from transport.persisted import PersistedOperations
-from transport.ws import TransportWSHandler
+from transport.rate_limit import RateLimiter
+from transport.ws import TransportWSHandler, bearer_of
+from transport.ws_limits import SocketLimits
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
-    """strawberry's view serves the WebSocket; HTTP is ours (GraphQLHTTP)."""
+    """strawberry's view serves the WebSocket; HTTP is ours (GraphQLHTTP). Every document
+    goes through `documents` (admission, transport/documents.py), every operation takes from
+    its caller's `rate` budget."""
 
     graphql_transport_ws_handler_class = TransportWSHandler
 
-    def __init__(self, schema: Any, *, ide: GraphiQL | None, allowed_origins: list[str],
-                 persisted: PersistedOperations) -> None:
-        self.documents = DocumentCache(schema._schema)
-        self.persisted = persisted  # also read by the WebSocket handler
-        self.http_handler = GraphQLHTTP(schema, self.documents, persisted, self._http_context, ide)
+    def __init__(self, schema: Any, documents: DocumentCache, *, ide: GraphiQL | None,
+                 allowed_origins: list[str], persisted: PersistedOperations,
+                 rate: RateLimiter, connections: ConnectionLimiter, http: HTTPLimits,
+                 sockets: SocketLimits) -> None:
+        self.documents = documents
+        # Also read by the WebSocket handler:
+        self.persisted, self.rate, self.connections = persisted, rate, connections
+        self.http_limits, self.socket_limits = http, sockets
+        self.http_handler = GraphQLHTTP(schema, documents, persisted, self, rate, http, ide)
         super().__init__(
             schema, graphql_ide=None, allow_queries_via_get=False,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
@@ -57,8 +66,32 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         services: Services = request.app.state.services
         return services
 
-    async def _http_context(self, request: Request) -> Context:
-        return await self.get_context(request, Response())
+    # -- HTTP (transport.http.Gate) ------------------------------------------------------
+
+    async def caller(self, request: Request) -> Caller:
+        """By the token's user when it verifies (no database yet), else by address (behind
+        a proxy: uvicorn's FORWARDED_ALLOW_IPS makes it the client's)."""
+        auth: Claims | AuthError | None = None
+        header = request.headers.get("authorization")
+        if header is not None:
+            try:
+                auth = await self.services(request).verifier.verify(parse_bearer(header))
+            except AuthError as exc:
+                auth = exc
+            else:
+                return Caller(f"user:{auth.user_id}", auth)
+        address = request.client.host if request.client else "unknown"
+        return Caller(f"ip:{address}", auth)
+
+    async def context(self, request: Request, caller: Caller) -> Context:
+        context = await self.get_context(request, Response())
+        if isinstance(caller.auth, Claims):
+            context.auth = await context.services.viewer_for(caller.auth)
+        else:
+            context.auth = caller.auth
+        return context
+
+    # -- both ------------------------------------------------------------------------------
 
     async def get_context(self, request: Request | WebSocket,
                           response: Response | WebSocket) -> Context:
@@ -66,11 +99,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         incoming = request.headers.get("x-request-id", "")
         if _REQUEST_ID.fullmatch(incoming):
             context.request_id = incoming
-        if isinstance(request, Request):
-            header = request.headers.get("authorization")
-            if header is not None:
-                context.auth = await self._authenticate(context, header)
         return context
+
+    # -- WebSocket ---------------------------------------------------------------------------
 
     @staticmethod
     async def _authenticate(context: Context, header: str) -> Any:
@@ -82,11 +113,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return exc
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
-        params = context.connection_params or {}
-        header = params.get("authorization") or params.get("Authorization")
-        if header is None and isinstance(params.get("authToken"), str):
-            header = f"Bearer {params['authToken']}"
-        if not isinstance(header, str):
+        header = bearer_of(context.connection_params)
+        if header is None:
             raise ConnectionRejectionError
         context.auth = await self._authenticate(context, header)
         if isinstance(context.auth, AuthError):
@@ -95,3 +123,4 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         if isinstance(context.auth, DatabaseUnavailable):
             raise context.auth  # closed with 1013, try again later (transport/ws.py)
         return None
+

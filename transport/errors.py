@@ -41,10 +41,33 @@ class PersistedQueryNotAllowed(ServiceError):
                          "its persisted-query manifest")
 
 
+class PayloadTooLarge(ServiceError):
+    """A request body over REQUEST_MAX_BYTES (refused as soon as that many bytes came)."""
+
+    code = "PAYLOAD_TOO_LARGE"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the request body is larger than {max_bytes} bytes",
+                         maxBytes=max_bytes)
+
+
+class RequestTimeout(ServiceError):
+    """An operation that ran longer than REQUEST_TIMEOUT: stopped, its answer is this."""
+
+    code = "REQUEST_TIMEOUT"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the operation did not finish within {seconds:g} s and was stopped",
+                         timeout=seconds)
+
+
 class HTTPProblem(Exception):
-    def __init__(self, status: int, message: str, *,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
+    """Answered with `status` and a GraphQL-shaped body: `error` (BAD_REQUEST by default)."""
+
+    def __init__(self, status: int, message: str = "", *,
+                 headers: dict[str, str] | None = None,
+                 error: ServiceError | None = None) -> None:
+        super().__init__(message or (error.message if error else ""))
         self.status = status
-        self.error = BadRequest(message)
+        self.error = error or BadRequest(message)
         self.headers = headers or {}

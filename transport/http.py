@@ -12,8 +12,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType
@@ -25,26 +26,30 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperation
 
+from auth import AuthError, Claims
 from resolvers.context import Context, Viewer
 from resolvers.errors import ServiceError
-from transport.documents import DocumentCache
+from transport.documents import Compiled, DocumentCache
 from transport.errors import (
     BadRequest,
     HTTPProblem,
     OperationResolutionFailure,
     PersistedQueryNotFound,
+    RequestTimeout,
 )
 from transport.http_params import GraphQLParams, read_params
 from transport.ide import GraphiQL
 from transport.media import GRAPHQL_RESPONSE_JSON, HTML, JSON, negotiate
 from transport.persisted import PersistedOperations, Resolved
+from transport.rate_limit import RateLimited, RateLimiter
 
-ContextFactory = Callable[[Request], Awaitable[Context]]
 SUBSCRIPTION_OVER_HTTP = ("subscriptions are served over WebSocket (graphql-transport-ws) "
                           "at /graphql")
 # Codes of errors raised before execution starts (GraphQL over HTTP's "request errors").
-REQUEST_ERROR_CODES = frozenset({"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED",
-                                 "BAD_USER_INPUT", "BAD_REQUEST"})
+REQUEST_ERROR_CODES = frozenset({
+    "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "BAD_REQUEST",
+    "INTROSPECTION_DISABLED", "DEPTH_LIMIT_EXCEEDED", "ALIAS_LIMIT_EXCEEDED",
+    "DIRECTIVE_LIMIT_EXCEEDED", "TOKEN_LIMIT_EXCEEDED", "COST_LIMIT_EXCEEDED"})
 GRAPHQL_MEDIA = (GRAPHQL_RESPONSE_JSON, JSON)
 # A browser's page load prefers text/html to both (a wildcard or lower quality for JSON).
 PAGE_MEDIA = (*GRAPHQL_MEDIA, HTML)
@@ -54,14 +59,37 @@ ALLOWED = {"GET": frozenset({StrawberryOperation.QUERY}),
 NO_CACHE = {"cache-control": "private, no-cache, must-revalidate"}
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request, as far as is known before anything runs (no database yet)."""
+
+    key: str  # whose rate budget it takes from: "user:<sub>", or "ip:<address>"
+    auth: Claims | AuthError | None
+
+
+class Gate(Protocol):
+    """What the endpoint provides: the caller of a request, then its context."""
+
+    async def caller(self, request: Request) -> Caller: ...
+    async def context(self, request: Request, caller: Caller) -> Context: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPLimits:
+    max_bytes: int  # request bodies (413 past it)
+    timeout: float  # seconds an operation may run (then REQUEST_TIMEOUT, 504)
+
+
 class GraphQLHTTP:
     def __init__(self, schema: BaseSchema, documents: DocumentCache,
-                 persisted: PersistedOperations, context: ContextFactory,
-                 ide: GraphiQL | None) -> None:
+                 persisted: PersistedOperations, gate: Gate, rate: RateLimiter,
+                 limits: HTTPLimits, ide: GraphiQL | None) -> None:
         self.schema = schema
         self.documents = documents
         self.persisted = persisted
-        self.context = context
+        self.gate = gate
+        self.rate = rate
+        self.limits = limits
         self.ide = ide
 
     async def __call__(self, request: Request) -> Response:
@@ -78,7 +106,8 @@ class GraphQLHTTP:
                                            f"{GRAPHQL_RESPONSE_JSON} or {JSON}")
             if media is None:
                 raise HTTPProblem(406, f"accept {GRAPHQL_RESPONSE_JSON} or {JSON}")
-            return await self._graphql(request, media, await read_params(request))
+            params = await read_params(request, self.limits.max_bytes)
+            return await self._graphql(request, media, params)
         except HTTPProblem as problem:
             body = {"errors": [problem.error.formatted]}
             return _json(body, problem.status, media or JSON, problem.headers)
@@ -95,10 +124,15 @@ class GraphQLHTTP:
         if resolved.query is None:
             raise HTTPProblem(400, "no GraphQL document: send `query`, or a persisted-query "
                                    "hash in `extensions`")
-        refusal = self._refusal(request.method, resolved.query, params.operation_name)
-        if refusal is not None:
-            return self._request_error([refusal], media)
-        context = await self.context(request)
+        caller = await self.gate.caller(request)
+        _raise_refused(self.rate.refused(caller.key))  # a flood is not even parsed
+        compiled = self.documents.get(resolved.query, params.operation_name)
+        refusal = self._refusal(request.method, compiled, params)
+        # Every request takes from its caller's budget, refused documents too (1).
+        await self._charge(caller, 1 if refusal else compiled.weight)
+        if refusal:
+            return self._request_error(refusal, media)
+        context = await self.gate.context(request, caller)
         result = await self._execute(request.method, resolved.query, params, context)
         request_error = _is_request_error(result)
         if not request_error:
@@ -108,32 +142,48 @@ class GraphQLHTTP:
                      extensions=result.extensions)
         return _json(body, status, media)
 
-    def _refusal(self, method: str, query: str, operation_name: str | None
-                 ) -> GraphQLError | None:
-        """What the document's operation type rules out here (before any execution)."""
-        compiled = self.documents.get(query, operation_name)
+    async def _charge(self, caller: Caller, weight: int) -> None:
+        try:
+            await self.rate.charge(caller.key, weight)
+        except RateLimited as refused:
+            _raise_refused(refused)
+
+    @staticmethod
+    def _refusal(method: str, compiled: Compiled, params: GraphQLParams
+                 ) -> list[GraphQLError]:
+        """Why the document does not run here (before anything of it runs): it does not
+        parse, is over a limit or does not validate, names no operation, or its operation
+        type is not served over this method."""
         if compiled.document is None:
-            return None  # a syntax error: execution reports it with its code
+            return compiled.errors
         operation = compiled.operation
         if operation is None:
-            return OperationResolutionFailure(_unresolved(compiled.document, operation_name))
+            return [OperationResolutionFailure(_unresolved(compiled.document,
+                                                           params.operation_name))]
         if operation.operation is OperationType.SUBSCRIPTION:
-            return BadRequest(SUBSCRIPTION_OVER_HTTP)
+            return [BadRequest(SUBSCRIPTION_OVER_HTTP)]
         if operation.operation is OperationType.MUTATION and method == "GET":
             raise HTTPProblem(405, "mutations are not run over GET: use POST",
                               headers={"allow": "POST"})
-        return None
+        return compiled.refusal(params.variables)
 
     async def _execute(self, method: str, query: str, params: GraphQLParams,
                        context: Context) -> ExecutionResult:
         try:
-            return await self.schema.execute(
-                query, variable_values=params.variables, context_value=context,
-                operation_name=params.operation_name, allowed_operation_types=ALLOWED[method],
-                operation_extensions=params.extensions)
+            async with asyncio.timeout(self.limits.timeout) as deadline:
+                return await self.schema.execute(
+                    query, variable_values=params.variables, context_value=context,
+                    operation_name=params.operation_name,
+                    allowed_operation_types=ALLOWED[method],
+                    operation_extensions=params.extensions)
         except (MissingQueryError, CannotGetOperationTypeError,
                 InvalidOperationTypeError) as exc:  # ruled out by _refusal; kept as a 4xx
             raise HTTPProblem(400, "this operation cannot run here") from exc
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            # metrics/audit: request timeout
+            raise HTTPProblem(504, error=RequestTimeout(self.limits.timeout)) from None
 
     async def _register(self, resolved: Resolved, context: Context) -> None:
         # Only signed-in callers add documents, so anonymous traffic cannot churn the cache.
@@ -144,6 +194,12 @@ class GraphQLHTTP:
     def _request_error(errors: list[GraphQLError], media: str) -> Response:
         status = 400 if media == GRAPHQL_RESPONSE_JSON else 200
         return _json(_body(None, errors, media, request_error=True), status, media)
+
+
+def _raise_refused(refused: RateLimited | None) -> None:
+    if refused is not None:
+        raise HTTPProblem(429, headers={"retry-after": str(refused.retry_after)},
+                          error=refused)
 
 
 def _unresolved(document: DocumentNode, operation_name: str | None) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from transport.errors import HTTPProblem
+from transport.errors import HTTPProblem, PayloadTooLarge
 from transport.media import JSON
 
 PARAMETERS = ("query", "variables", "operationName", "extensions")
@@ -23,10 +23,10 @@ class GraphQLParams:
     extensions: dict[str, Any] | None
 
 
-async def read_params(request: Request) -> GraphQLParams:
+async def read_params(request: Request, max_bytes: int) -> GraphQLParams:
     if request.method == "GET":
         return _checked(_from_url(request))
-    return _checked(await _from_body(request))
+    return _checked(await _from_body(request, max_bytes))
 
 
 def _from_url(request: Request) -> dict[str, Any]:
@@ -43,12 +43,12 @@ def _from_url(request: Request) -> dict[str, Any]:
     return found
 
 
-async def _from_body(request: Request) -> dict[str, Any]:
+async def _from_body(request: Request, max_bytes: int) -> dict[str, Any]:
     media, _, params = (request.headers.get("content-type") or "").partition(";")
     if media.strip().lower() != JSON or _charset(params) not in (None, "utf-8", "utf8"):
         raise HTTPProblem(415, "send the request body as application/json in utf-8",
                           headers={"accept-post": JSON})
-    body = await request.body()
+    body = await _body(request, max_bytes)
     if not body.strip():
         raise HTTPProblem(400, "the request body is empty: send {\"query\": ...}")
     data = _json(body, "request body")
@@ -57,6 +57,28 @@ async def _from_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HTTPProblem(400, "the request body must be a JSON object")
     return data
+
+
+async def _body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused (413) once it is larger than `max_bytes`: by its Content-Length
+    before reading any of it, else as soon as that many bytes came (chunked bodies). The
+    connection is closed after a refusal, so the rest is never read."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise _too_large(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> HTTPProblem:
+    # metrics/audit: payload too large
+    return HTTPProblem(413, headers={"connection": "close"}, error=PayloadTooLarge(max_bytes))
 
 
 def _charset(params: str) -> str | None:

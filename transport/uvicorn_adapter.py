@@ -24,11 +24,15 @@ SANSIO_PROTOCOL = "WebSocketsSansIOProtocol"
 WS_IMPLEMENTATION = "websockets-sansio"
 
 
-def uvicorn_ws_options(heartbeat_interval: float | None) -> dict[str, Any]:
+def uvicorn_ws_options(heartbeat_interval: float | None,
+                       max_message_bytes: int) -> dict[str, Any]:
     """uvicorn's WebSocket settings: the sans-I/O protocol (the fastest measured), no
     per-message deflate (every frame would be compressed per connection, and the direct path
-    writes uncompressed frames), pings on the heartbeat interval."""
-    options: dict[str, Any] = {"ws": WS_IMPLEMENTATION, "ws_per_message_deflate": False}
+    writes uncompressed frames), pings on the heartbeat interval, and messages of at most
+    `max_message_bytes` (WS_MAX_MESSAGE_BYTES: a larger one closes the socket with 1009
+    before it is buffered whole)."""
+    options: dict[str, Any] = {"ws": WS_IMPLEMENTATION, "ws_per_message_deflate": False,
+                               "ws_max_size": max_message_bytes}
     if heartbeat_interval is not None:
         options["ws_ping_interval"] = heartbeat_interval
         options["ws_ping_timeout"] = heartbeat_interval

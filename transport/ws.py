@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from graphql import FieldNode, GraphQLError
+from graphql import FieldNode, GraphQLError, OperationType
 from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -27,6 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     SubscribeMessage,
 )
 
+from auth import AuthError, parse_bearer
 from graph_db.driver import DatabaseUnavailable
 from graph_db.models import Role
 from realtime.subscriber import Outbox, Subscriber
@@ -36,7 +37,16 @@ from resolvers.context import Context
 from resolvers.errors import ServiceError, Unauthenticated, masked
 from transport import uvicorn_adapter
 from transport.documents import ROOM_EVENTS_FIELD, Compiled
+from transport.errors import RequestTimeout
 from transport.fanout import RenderSpec, frame_prefix
+from transport.limits import SubscriptionLimitExceeded
+from transport.rate_limit import RateLimited
+from transport.ws_limits import (
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_TOO_MANY_MESSAGES,
+    SocketLimits,
+    TokenBucket,
+)
 
 log = logging.getLogger(__name__)
 FLUSH_BEFORE_CLOSE_S = 1.0
@@ -55,6 +65,9 @@ def coded(message: str, code: str) -> ServiceError:
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     _outbox: Outbox | None = None
     _expiry: asyncio.TimerHandle | None = None
+    _bucket: TokenBucket | None = None
+    _slot: tuple[str, str] | None = None  # (user, connection) counted by WS_MAX_CONNECTIONS
+    _closing = False
 
     def outbox(self) -> Outbox:
         if self._outbox is None:
@@ -66,14 +79,32 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                                   uvicorn_adapter.abort_probe(send), direct)
         return self._outbox
 
+    @property
+    def limits(self) -> SocketLimits:
+        limits: SocketLimits = self.view.socket_limits  # type: ignore[attr-defined]
+        return limits
+
     async def shutdown(self) -> None:
         if self._outbox is not None:
             self._outbox.closed = True
         if self._expiry is not None:
             self._expiry.cancel()
-        await super().shutdown()
+        try:
+            await super().shutdown()
+        finally:
+            if self._slot is not None:
+                await self.view.connections.release(*self._slot)  # type: ignore[attr-defined]
+                self._slot = None
 
     async def handle_message(self, message: Any) -> None:
+        if self._closing:
+            return
+        if self._bucket is None:
+            self._bucket = TokenBucket(self.limits.message_rate, self.limits.message_burst)
+        if not self._bucket.take():
+            # metrics/audit: websocket message rate
+            await self._close(CLOSE_TOO_MANY_MESSAGES, "too many messages")
+            return
         # strawberry catches only KeyError: a frame of another shape (a JSON array, a string
         # payload, a non-string query) would crash the connection (1006) instead of 4400.
         if not _well_formed(message):
@@ -81,7 +112,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         await super().handle_message(message)
 
+    async def _close(self, code: int, reason: str) -> None:
+        self._closing = True
+        await self.websocket.close(code=code, reason=reason[:120])
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        if not await self._admit_connection(message):
+            return
         try:
             await super().handle_connection_init(message)
         except DatabaseUnavailable:  # the user could not be recorded: come back shortly
@@ -91,6 +128,29 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self.connection_acknowledged and self._expiry is None:
             self._arm_expiry()
 
+    async def _admit_connection(self, message: ConnectionInitMessage) -> bool:
+        """WS_MAX_CONNECTIONS, before the ack: False when refused (then closed with 4430).
+        A missing or bad token is left to strawberry and on_ws_connect (4403)."""
+        if self.connection_init_received or self._slot is not None:
+            return True  # a second connection_init: 4429 from strawberry
+        payload = message.get("payload")
+        header = bearer_of(payload if isinstance(payload, dict) else None)
+        if header is None:
+            return True
+        try:
+            claims = await self.context.services.verifier.verify(parse_bearer(header))
+        except AuthError:
+            return True
+        connections = self.view.connections  # type: ignore[attr-defined]
+        slot = await connections.acquire(claims.user_id)
+        if slot is None:
+            # metrics/audit: connection limit
+            await self._close(CLOSE_TOO_MANY_CONNECTIONS,
+                              f"more than {connections.limit} connections for this user")
+            return False
+        self._slot = (claims.user_id, slot)
+        return True
+
     async def cleanup_operation(self, operation_id: str) -> None:
         operation = self.operations.get(operation_id)
         if operation is not None:
@@ -98,20 +158,24 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().cleanup_operation(operation_id)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if not self.connection_acknowledged or message["id"] in self.operations:
+            await super().handle_subscribe(message)  # 4401 and 4409, as the protocol says
+            return
         payload = message["payload"]
         # Persisted operations (transport/persisted.py): trusted documents, hashes.
         refusal = await self.view.persisted.admit(payload)  # type: ignore[attr-defined]
-        if refusal and self.connection_acknowledged and message["id"] not in self.operations:
+        if refusal:
             await self.send_message({"id": message["id"], "type": "error", "payload": refusal})
             return
         compiled: Compiled = self.view.documents.get(  # type: ignore[attr-defined]
             payload["query"], payload.get("operationName"))
-        if not compiled.room_events or not self.connection_acknowledged:
-            await super().handle_subscribe(message)
+        if compiled.syntax_error:
+            await self._close(4400, compiled.errors[0].message)
             return
-        if message["id"] in self.operations:
-            await self.websocket.close(code=4409,
-                                       reason=f"Subscriber for {message['id']} already exists")
+        if await self._refused(message["id"], compiled, payload.get("variables")):
+            return
+        if not compiled.room_events:
+            await super().handle_subscribe(message)
             return
         operation = Operation(self, message["id"], payload["query"], payload.get("variables"),
                               payload.get("operationName"))
@@ -119,15 +183,59 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         operation.task.add_done_callback(self._task_done)
         self.operations[message["id"]] = operation
 
+    async def _refused(self, operation_id: str, compiled: Compiled,
+                       variables: dict[str, Any] | None) -> bool:
+        """Admission (transport/documents.py), the user's rate budget (shared with HTTP) and
+        WS_MAX_SUBSCRIPTIONS; True when the operation was refused (and told so)."""
+        errors = compiled.refusal(variables)
+        try:
+            await self.view.rate.charge(  # type: ignore[attr-defined]
+                f"user:{self.context.viewer.id}", 1 if errors else compiled.weight)
+        except RateLimited as refused:
+            errors = [refused]
+        else:
+            if errors:  # as graphql-ws answers a document that does not validate
+                await self.send_message({"id": operation_id, "type": "error",
+                                         "payload": [e.formatted for e in errors]})
+                return True
+            if len(self.operations) >= self.limits.max_subscriptions:
+                # metrics/audit: subscription limit
+                errors = [SubscriptionLimitExceeded(self.limits.max_subscriptions)]
+        if errors:  # refused, not invalid: `next` with the errors, then `complete`
+            await self.send_message({"id": operation_id, "type": "next",
+                                     "payload": {"data": None,
+                                                 "errors": [e.formatted for e in errors]}})
+            await self.send_message({"id": operation_id, "type": "complete"})
+            return True
+        return False
+
+    async def run_operation(self, operation: Op) -> None:
+        """strawberry's, with REQUEST_TIMEOUT for queries and mutations."""
+        compiled: Compiled = self.view.documents.get(  # type: ignore[attr-defined]
+            operation.query, operation.operation_name)
+        if compiled.operation is None or \
+                compiled.operation.operation is OperationType.SUBSCRIPTION:
+            await super().run_operation(operation)
+            return
+        try:
+            async with asyncio.timeout(self.limits.timeout) as deadline:
+                await super().run_operation(operation)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            # metrics/audit: request timeout
+            error = RequestTimeout(self.limits.timeout)
+            await operation.send_operation_message(
+                {"id": operation.id, "type": "next",
+                 "payload": {"data": None, "errors": [error.formatted]}})
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+
     # -- roomEvents ----------------------------------------------------------------------
 
     async def _room_events(self, operation: Op, compiled: Compiled) -> None:
         """The operation's task. However it ends, the client is told, and its id is free
         for reuse."""
         try:
-            if compiled.errors:
-                await self._reject(operation, compiled.errors)
-                return
             await self._follow(operation, compiled)
         except asyncio.CancelledError:
             raise
@@ -173,7 +281,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         assert compiled.operation is not None
         schema = self.view.documents.schema  # type: ignore[attr-defined]
         coerced = get_variable_values(schema, compiled.operation.variable_definitions or [],
-                                      operation.variables or {})
+                                      operation.variables or {}, hide_suggestions=not
+                                      self.view.documents.admission.suggestions)  # type: ignore[attr-defined]
         if isinstance(coerced, list):
             error = coerced[0]
             error.extensions = {"code": "BAD_USER_INPUT"}
@@ -225,10 +334,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         frames.append({"id": operation.id, "type": "complete"})
         await self._final(operation, frames)
 
-    async def _reject(self, operation: Op, errors: list[GraphQLError]) -> None:
-        await self._final(operation, [{"id": operation.id, "type": "error",
-                                       "payload": [e.formatted for e in errors]}])
-
     # -- token expiry ------------------------------------------------------------------------
 
     def _arm_expiry(self) -> None:
@@ -259,6 +364,15 @@ def _warn_fallback() -> None:
         _fallback_warned = True
         log.warning("fan-out: this server's WebSocket protocol is not uvicorn's %s; frames go "
                     "through ASGI send (slower)", uvicorn_adapter.WS_IMPLEMENTATION)
+
+
+def bearer_of(params: dict[str, Any] | None) -> str | None:
+    """The `Authorization` value of a connection_init payload (`authToken` as well)."""
+    params = params or {}
+    header = params.get("authorization") or params.get("Authorization")
+    if header is None and isinstance(params.get("authToken"), str):
+        header = f"Bearer {params['authToken']}"
+    return header if isinstance(header, str) else None
 
 
 def _well_formed(message: Any) -> bool:
