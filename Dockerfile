@@ -8,9 +8,11 @@ WORKDIR /src
 RUN python -m venv /venv
 COPY pyproject.toml README.md ./
 COPY app.py settings.py ./
+COPY audit audit
 COPY auth auth
 COPY graph_db graph_db
 COPY loaders loaders
+COPY observability observability
 COPY realtime realtime
 COPY resolvers resolvers
 COPY rtc rtc

@@ -17,10 +17,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from audit import (
+    AuditSink,
+    AuditTrail,
+    GraphSink,
+    JsonLinesSink,
+    MemorySessions,
+    RedisSessions,
+    SessionLedger,
+)
 from auth import TokenVerifier
 from graph_db.driver import HEALTH_INTERVAL_S, GraphDB
 from graph_db.embedded import EmbeddedGraphServer
 from graph_db.schema_setup import ensure_schema
+from observability import logs, tracing
+from observability.metrics import MetricsEndpoint, forget_this_process
+from observability.sockets import SocketMetrics
 from realtime.hub import Hub
 from realtime.presence import PresenceStore, RedisPresence
 from realtime.pubsub import MemoryPubSub, PubSub
@@ -42,7 +54,12 @@ from transport.limits import OperationLimits
 from transport.persisted import PersistedOperations
 from transport.rate_limit import MemoryBudget, RateBudget, RateLimiter, RedisBudget
 from transport.tls import TransportSecurity, log_transport_security, serving_options
-from transport.uvicorn_adapter import RawSendMiddleware, log_fanout_path, uvicorn_ws_options
+from transport.uvicorn_adapter import (
+    RawSendMiddleware,
+    close_code,
+    log_fanout_path,
+    uvicorn_ws_options,
+)
 from transport.ws_limits import SocketLimits
 
 log = logging.getLogger("collaboration")
@@ -99,6 +116,26 @@ async def open_hub(settings: Settings, db: GraphDB) -> AsyncIterator[Hub]:
         yield hub
     finally:
         await hub.close()
+
+
+@contextlib.asynccontextmanager
+async def open_audit(settings: Settings, db: GraphDB
+                     ) -> AsyncIterator[tuple[AuditTrail, SessionLedger]]:
+    """The audit trail into the graph (and AUDIT_LOG_FILE), written off the request path;
+    sessions known across instances through Redis when REDIS_URL is set."""
+    sinks: list[AuditSink] = [GraphSink(db)] if settings.audit_enabled else []
+    if settings.audit_log_file is not None and settings.audit_enabled:
+        sinks.append(JsonLinesSink(settings.audit_log_file))
+        log.info("audit trail: also as JSON lines in %s", settings.audit_log_file)
+    trail = AuditTrail(sinks)
+    sessions: SessionLedger = (RedisSessions(Redis.from_url(settings.redis_url))
+                               if settings.redis_url else MemorySessions())
+    trail.start()
+    try:
+        yield trail, sessions
+    finally:
+        await trail.aclose()  # before the database closes: what is left is written
+        await sessions.aclose()
 
 
 def persisted_operations(settings: Settings) -> PersistedOperations:
@@ -174,9 +211,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # DocumentCache, which strawberry then runs from (AdmittedDocuments); its extensions are
     # made per operation, after `documents` is bound below.
     suggestions = settings.is_development
+    # Spans only with a collector (OTEL_EXPORTER_OTLP_ENDPOINT); closed in the lifespan.
+    tracer = tracing.tracer_provider(settings.otel_exporter_otlp_endpoint,
+                                     settings.otel_service_name)
     schema = build_schema(extensions=[
         lambda: AdmittedDocuments(documents), OperationLoaders,
-        lambda: CodedErrors(suggestions=suggestions)])
+        lambda: CodedErrors(suggestions=suggestions), *tracing.extensions(tracer)])
     documents = DocumentCache(schema._schema, admission(settings))
     ide = GraphiQL() if settings.is_development else None  # never in staging or production
     persisted = persisted_operations(settings)
@@ -193,10 +233,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_graph(settings) as db, open_hub(settings, db) as hub:
+        async with open_graph(settings) as db, open_hub(settings, db) as hub, \
+                open_audit(settings, db) as (trail, sessions):
             hub.renderer = GraphQLRenderer(endpoint.documents.schema, hub.hints)
             verifier = TokenVerifier(settings)
-            app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub)
+            app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub,
+                                          audit=trail, sessions=sessions)
             limits.connections.start()
             tune_gc()
             try:
@@ -205,11 +247,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await verifier.aclose()
                 await persisted.store.aclose()
                 await limits.aclose()
+                await asyncio.to_thread(tracing.shutdown, tracer)  # flushes: may wait
+                forget_this_process()
     routes = [
         Route("/graphql", endpoint, methods=None),  # the endpoint answers other methods 405
         WebSocketRoute("/graphql", endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", MetricsEndpoint(settings.metrics_token).handle, methods=["GET"]),
     ]
     if ide is not None:
         routes.append(Route("/graphiql/{name}", ide.asset, methods=["GET"]))
@@ -217,6 +262,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(TransportSecurity, required=settings.requires_tls,
                    hsts_max_age=settings.hsts_max_age),
         Middleware(RawSendMiddleware),
+        Middleware(SocketMetrics, close_code=close_code),  # inside: sees the server's send
         Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                    allow_methods=["GET", "POST"], allow_credentials=True,
                    allow_headers=["authorization", "content-type", "x-request-id"]),
@@ -254,8 +300,7 @@ def main() -> None:
     import uvicorn
 
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)  # uvicorn's loggers too
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal once it has restored
     # the previous handler: with the default one the process dies of SIGTERM (status 143)
     # after a clean stop. This handler turns that into exit status 0.
@@ -265,7 +310,7 @@ def main() -> None:
     log_transport_security(settings)
     uvicorn.run(create_app(settings), host=settings.collaboration_host,
                 port=settings.collaboration_port, log_level=settings.log_level.lower(),
-                lifespan="on", **options, **serving_options(settings))
+                lifespan="on", log_config=None, **options, **serving_options(settings))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, FilePath, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    DirectoryPath,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "your-secret-key"
@@ -104,6 +113,12 @@ class Settings(BaseSettings):
                                                le=4 * 1024 * 1024 * 1024)
     persisted_queries_ttl: int = Field(default=7 * 24 * 3600, ge=60, le=365 * 24 * 3600)
 
+    # The audit trail is always kept in the graph (auditEvents); this file also streams it as
+    # JSON lines for a SIEM (appended to; its folder must exist).
+    audit_log_file: Path | None = None
+    # Off only to measure what the trail costs (make bench); refused outside development/test.
+    audit_enabled: bool = True
+
     # AI integration
     gemini_api_key: str | None = None
     ai_model_name: str = "gemini-pro"
@@ -157,8 +172,25 @@ class Settings(BaseSettings):
     # Unset: on in development and test, off in staging and production.
     enable_introspection: bool | None = None
 
+    # Observability (README "Metrics and logs"). /metrics needs `Bearer <METRICS_TOKEN>`
+    # when it is set; PROMETHEUS_MULTIPROC_DIR is read by prometheus_client itself (before
+    # start-up), checked here; OpenTelemetry traces only with an OTLP/HTTP endpoint.
+    metrics_token: SecretStr | None = None
+    log_format: Literal["text", "json"] = "text"
+    prometheus_multiproc_dir: DirectoryPath | None = None
+    otel_exporter_otlp_endpoint: str | None = Field(default=None,
+                                                    pattern=r"^https?://[^\s/?#]+[^\s?#]*$")
+    otel_service_name: str = Field(default="collaboration-service", min_length=1)
+
     _split = field_validator("cors_origins", "stun_servers", "forwarded_allow_ips",
                              mode="before")(_split_csv)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_long(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return token
 
     @field_validator("persisted_queries_manifest")
     @classmethod
@@ -185,6 +217,9 @@ class Settings(BaseSettings):
                 "NEO4J_PASSWORD: the default password is refused outside development; set "
                 "NEO4J_PASSWORD to the graph database's password"
             )
+        if not relaxed and not self.audit_enabled:
+            raise ValueError("AUDIT_ENABLED: the audit trail cannot be turned off outside "
+                             "development and test")
         if self.persisted_queries_only and self.persisted_queries_manifest is None:
             raise ValueError("PERSISTED_QUERIES_ONLY: needs PERSISTED_QUERIES_MANIFEST, the "
                              "file of the operations allowed to run")

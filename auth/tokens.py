@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,13 +56,20 @@ _CLAIM_MESSAGES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Claims:
     user_id: str
     display_name: str
     role: Role
     email: str | None
     expires_at: datetime  # timezone-aware UTC
+    # The token's fingerprint (session_of): tells sessions apart in the audit trail
+    # without keeping the token.
+    session: str = dataclasses.field(default="", compare=False)
+
+
+def session_of(token: str) -> str:
+    return hashlib.blake2b(token.encode(), digest_size=12).hexdigest()
 
 
 class AuthError(Exception):
@@ -114,7 +122,7 @@ class TokenVerifier:
             if name in payload and not _is_numeric_date(payload[name]):
                 raise AuthError(f"invalid claim: {name}")
         self._registered.validate(payload)
-        return _claims_from(payload)
+        return dataclasses.replace(_claims_from(payload), session=session_of(token))
 
     async def _key_for(self, headers: dict[str, Any]) -> tuple[str, Key]:
         # The header only says which of *our* allowed paths to try; it never picks the key kind:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import random
+import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,6 +30,8 @@ from neo4j.exceptions import (
     ServiceUnavailable,
     SessionExpired,
 )
+
+from observability.metrics import DB_READ, DB_WRITE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,11 +80,33 @@ class DatabaseUnavailable(Exception):
 Listener = Callable[[bool], None]
 
 
+_background: contextvars.ContextVar[bool] = contextvars.ContextVar("graph_background",
+                                                                   default=False)
+
+
+@contextlib.contextmanager
+def in_background() -> Iterator[None]:
+    """Queries sent inside count as background work (the audit trail's batches), apart from
+    the operations': the N+1 guard counts what an operation itself sends."""
+    token = _background.set(True)
+    try:
+        yield
+    finally:
+        _background.reset(token)
+
+
 @dataclass
 class QueryStats:
     """Counts queries sent to the server, so tests can prove DataLoaders batch (N+1 guard)."""
 
     queries: int = 0
+    background: int = 0
+
+    def count(self) -> None:
+        if _background.get():
+            self.background += 1
+        else:
+            self.queries += 1
 
 
 class Tx:
@@ -91,7 +118,7 @@ class Tx:
         self._stats = stats
 
     async def rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
-        self._stats.queries += 1
+        self._stats.count()
         result = await self._tx.run(query, params)
         return [record.data() async for record in result]
 
@@ -101,6 +128,23 @@ class Tx:
 
 
 Work = Callable[[Tx], Awaitable[T]]
+
+
+class _Timed:
+    """collab_db_query_seconds of one statement or transaction (each attempt), session
+    included: what a caller waits for the database."""
+
+    __slots__ = ("histogram", "started")
+
+    def __init__(self, mode: str) -> None:
+        self.histogram = DB_WRITE if mode == WRITE_ACCESS else DB_READ
+        self.started = 0.0
+
+    async def __aenter__(self) -> None:
+        self.started = time.perf_counter()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.histogram.observe(time.perf_counter() - self.started)
 
 
 class GraphDB:
@@ -172,9 +216,9 @@ class GraphDB:
 
     async def _statement(self, query: str, params: dict[str, Any],
                          mode: str) -> list[dict[str, Any]]:
-        async with self.driver.session(database=self.database,
-                                       default_access_mode=mode) as session:
-            self.stats.queries += 1
+        async with _Timed(mode), self.driver.session(database=self.database,
+                                                     default_access_mode=mode) as session:
+            self.stats.count()
             result = await session.run(query, params)
             rows = [record.data() async for record in result]
             await result.consume()
@@ -224,8 +268,8 @@ class GraphDB:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def _attempt(self, work: Work[T], mode: str) -> T:
-        async with self.driver.session(database=self.database,
-                                       default_access_mode=mode) as session:
+        async with _Timed(mode), self.driver.session(database=self.database,
+                                                     default_access_mode=mode) as session:
             tx = await session.begin_transaction()
             try:
                 result = await work(Tx(tx, self.stats))

@@ -12,6 +12,7 @@ from graph_db import events as event_log
 from graph_db.driver import GraphDB
 from graph_db.events import EventRecord, EventType
 from graph_db.models import now_ms
+from observability.metrics import MESSAGES
 from realtime.envelope import Envelope, channel_for
 from realtime.presence import MemoryPresence, Presence, PresenceStore
 from realtime.pubsub import PubSub
@@ -65,6 +66,8 @@ class Hub:
         """Announces a committed durable event. A lost announcement is recovered by the
         streams from the event log, so failures are logged, never raised to the writer.
         `hints`: records as they were committed with the event (see `hints`)."""
+        if event.type is EventType.MESSAGE_POSTED:  # only a new message has this event
+            MESSAGES.inc()
         if hints:
             self.hints[(event.room_id, event.seq)] = hints
             if len(self.hints) > HINTS_KEPT:

@@ -14,6 +14,7 @@ from graph_db import participants
 from graph_db.driver import GraphDB
 from graph_db.events import EventRecord, EventType
 from graph_db.models import ParticipantRole
+from observability.metrics import FANOUT_DELIVERIES
 from realtime import cursor
 from realtime.envelope import Envelope
 from realtime.subscriber import Body, Subscriber
@@ -117,12 +118,15 @@ class RoomStream:
             if not page:
                 sub.delivered_seq = target
                 continue
+            sent = 0
             for record in page:
                 if record.type not in MANAGERS_ONLY or sub.manager:
                     envelope = Envelope(record)
                     payload = await self.renderer.render(sub, envelope, self.cursor(record.seq))
                     await sub.send(payload)
+                    sent += 1
                 sub.delivered_seq = record.seq
+            FANOUT_DELIVERIES.inc(sent)
 
     def cursor(self, seq: int) -> str:
         return cursor.encode(self.room_id, seq)
@@ -177,6 +181,7 @@ class RoomStream:
             if payload != EMPTY_SELECTION:  # else the group selected nothing of this event
                 body = Body(payload)
         seq, previous = event.seq, event.seq - 1
+        sent = 0  # counted here, added to the metric once per event and group
         for n, sub in enumerate(list(group.values()), 1):
             if not sub.live:
                 continue
@@ -184,11 +189,14 @@ class RoomStream:
                 sub.delivered_seq = seq  # also for those who may not see it
                 if body is not None and (sub.manager or not managers_only):
                     await sub.send_body(body)
+                    sent += 1
             elif sub.delivered_seq < event.seq - 1:
                 sub.live = False  # missed something: back to catching up from storage
                 sub.wake.set()
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a big room must not hold up every other request
+        if sent:
+            FANOUT_DELIVERIES.inc(sent)
 
     async def _after(self, event: EventRecord) -> None:
         """Authorization follows the stream itself: leaving ends the leaver's subscriptions,
@@ -246,6 +254,7 @@ class RoomStream:
                 await sub.send_body(body)
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+            FANOUT_DELIVERIES.inc(len(live))
 
     async def _typing(self, user_id: str, *, typing: bool) -> None:
         self.typing_until.pop(user_id, None)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from graph_db.models import JoinRequestRecord, ParticipantRecord, Role, RoomRecord, UserRecord
-from resolvers import policy
+from resolvers import audit, policy
 from resolvers.context import Context, Viewer
 from resolvers.errors import Forbidden, NotFound
 
@@ -30,6 +30,7 @@ async def find_room(ctx: Context, room_id: str) -> RoomAccess | None:
     viewer = ctx.viewer
     if not _plausible(room_id):
         return None
+    audit.note_room(room_id)  # the audit record of the operation names the room
     loaders = ctx.loaders
     key = (room_id, viewer.id)
     standing = await loaders.standing.load(key)

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
+from audit import AuditTrail, SessionLedger
 from auth import AuthError, Claims, TokenVerifier
 from graph_db import users
 from graph_db.driver import DatabaseUnavailable, GraphDB
@@ -49,6 +50,8 @@ class Services:
     db: GraphDB
     verifier: TokenVerifier
     hub: Hub
+    audit: AuditTrail
+    sessions: SessionLedger  # which tokens were used before (audit: session.start)
     # Typing refreshes within a second of the last announcement are dropped.
     typing: TypingThrottle = field(default_factory=TypingThrottle)
     # Users whose current claims this process already wrote: skips a write per request.

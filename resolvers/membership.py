@@ -14,7 +14,7 @@ from graph_db.models import (
     RoomRecord,
 )
 from graph_db.participants import JoinOutcome
-from resolvers import policy, validation
+from resolvers import audit, policy, validation
 from resolvers.access import (
     access_join_request,
     access_room,
@@ -158,7 +158,9 @@ async def join_requests_of(ctx: Context, room: RoomRecord,
                            status: JoinRequestStatus | None
                            ) -> list[JoinRequestRecord]:
     found = await find_room(ctx, room.id)
-    if found is None or not policy.can_manage(found.viewer.role, found.member):
+    allowed = found is not None and policy.can_manage(found.viewer.role, found.member)
+    audit.read(ctx, "Room.joinRequests", room.id, allowed=allowed)
+    if not allowed:
         # Hosts and moderators only; others see an empty list rather than an error, so a
         # listing that asks for it still renders.
         return []

@@ -11,7 +11,7 @@ from typing import Any
 from graph_db import messages
 from graph_db.messages import MessageRecord
 from graph_db.models import RoomRecord, UserRecord
-from resolvers import pagination
+from resolvers import audit, pagination
 from resolvers.access import RoomAccess, find_room
 from resolvers.context import Context
 from resolvers.errors import BadInput, NotFound
@@ -65,7 +65,9 @@ async def room_messages(ctx: Context, room: RoomRecord, last: int | None,
     limit = pagination.page_size(last, "last", ROOM_PAGE_DEFAULT)
     fp = pagination.fingerprint(room.id)
     before_seq = _seq_key(pagination.decode("messages", fp, before, "before"), "before")
-    if await ctx.loaders.membership.load((room.id, ctx.viewer.id)) is None:
+    member = await ctx.loaders.membership.load((room.id, ctx.viewer.id))
+    audit.read(ctx, "Room.messages", room.id, allowed=member is not None)
+    if member is None:
         return EMPTY
     found = await messages.room_page(ctx.db, room.id, before_seq=before_seq, limit=limit + 1)
     page = found[-limit:]
@@ -81,6 +83,7 @@ async def replies(ctx: Context, root: MessageRecord, first: int | None,
     limit = pagination.page_size(first, "first", REPLIES_PAGE_DEFAULT)
     fp = pagination.fingerprint(root.id)
     after_seq = _seq_key(pagination.decode("replies", fp, after), "after")
+    audit.read(ctx, "Message.replies", root.room_id)
     found = await ctx.loaders.replies.load((root.id, after_seq, limit + 1))
     page = pagination.forward(found, limit, after,
                               lambda m: pagination.encode("replies", fp, m.seq))

@@ -20,7 +20,7 @@ from graph_db.models import (
     UserRecord,
 )
 from realtime import cursor as event_cursor
-from resolvers import policy
+from resolvers import audit, policy
 from resolvers.access import access_room
 from resolvers.context import Context
 from resolvers.errors import BadInput, Forbidden, NotFound, ResyncRequired, ServiceError
@@ -34,7 +34,18 @@ class StreamStart:
 
 
 async def authorize(ctx: Context, room_id: str, after: str | None) -> StreamStart:
-    """Only participants subscribe; a cursor must be this room's and still in the log."""
+    """Only participants subscribe; a cursor must be this room's and still in the log.
+    Allowed or not, the trail records the start (subscription.start)."""
+    try:
+        start = await _authorize(ctx, room_id, after)
+    except BaseException as exc:
+        audit.subscription(ctx, "start", room_id, *audit.outcome_of(exc))
+        raise
+    audit.subscription(ctx, "start", room_id)
+    return start
+
+
+async def _authorize(ctx: Context, room_id: str, after: str | None) -> StreamStart:
     found = await access_room(ctx, room_id)
     if found.member is None:
         raise Forbidden("only participants follow a room's events")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from graph_db.audit import Outcome
 from graph_db.models import ParticipantRecord, RoomRecord, UserRecord
-from resolvers import policy
+from resolvers import audit, policy
 from resolvers.access import find_room
 from resolvers.context import Context
 
@@ -17,7 +18,9 @@ async def host(ctx: Context, room: RoomRecord) -> UserRecord:
 async def participants(ctx: Context, room: RoomRecord) -> list[ParticipantRecord]:
     # Non-members of a PUBLIC room see that it exists, not who is in it.
     member = await ctx.loaders.membership.load((room.id, ctx.viewer.id))
-    if not policy.can_see_inside(ctx.viewer.role, member):
+    allowed = policy.can_see_inside(ctx.viewer.role, member)
+    audit.read(ctx, "Room.participants", room.id, allowed=allowed)
+    if not allowed:
         return []
     return await ctx.loaders.participants.load(room.id)
 
@@ -37,5 +40,9 @@ async def user_of(ctx: Context, user_id: str) -> UserRecord:
 
 
 async def room_of(ctx: Context, room_id: str) -> RoomRecord | None:
+    """A room as a gateway asks for it (`_entities`): each one is a read of the trail."""
     found = await find_room(ctx, room_id)
+    audit.record(ctx, "query._entities", Outcome.ALLOWED if found else Outcome.DENIED,
+                 object_type="Room", object_id=room_id, room_id=room_id,
+                 code=None if found else "NOT_FOUND")
     return found.room if found else None

@@ -9,6 +9,7 @@ from typing import Any
 from graph_db import rooms
 from graph_db.models import Role, RoomRecord, RoomType, RoomVisibility
 from graph_db.rooms import RoomFilterArgs
+from observability.metrics import ROOMS_CREATED
 from resolvers import pagination, policy, validation
 from resolvers.access import access_room_for, can_see_user, find_room
 from resolvers.context import Context
@@ -90,6 +91,7 @@ async def create_room(ctx: Context, *, name: str, description: str | None, type:
                                              max_len=DESCRIPTION_MAX),
         type=type, visibility=visibility, max_participants=capacity, invite_ids=invitees,
     )
+    ROOMS_CREATED.inc()  # committed (a creation has no room event to count it by)
     return await _reload(ctx, room_id)
 
 

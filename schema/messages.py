@@ -14,6 +14,7 @@ from strawberry.types import Info
 from graph_db.messages import MessageEditRecord, MessageRecord
 from resolvers import message_fields
 from resolvers import messages as resolve
+from resolvers.audit import audited
 from resolvers.context import Context
 from schema.common import PageInfo
 from schema.rooms import Room
@@ -131,7 +132,7 @@ class SendMessageInput:
 
 @strawberry.type
 class MessageQuery:
-    @strawberry.field
+    @strawberry.field(extensions=audited("Message", by="id", lookup=True))
     async def message(self, info: Ctx, id: strawberry.ID) -> Message | None:
         found = await message_fields.message(info.context, id)
         return Message.of(found) if found else None
@@ -139,7 +140,7 @@ class MessageQuery:
 
 @strawberry.type
 class MessageMutation:
-    @strawberry.mutation
+    @strawberry.mutation(extensions=audited("Message", room="room_id", created=True))
     async def send_message(self, info: Ctx, room_id: strawberry.ID,
                            input: SendMessageInput) -> Message:
         return Message.of(await resolve.send_message(
@@ -147,23 +148,23 @@ class MessageMutation:
             parent_id=str(input.parent_id) if input.parent_id is not None else None,
             client_message_id=input.client_message_id))
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=audited("Message", by="id"))
     async def edit_message(self, info: Ctx, id: strawberry.ID, content: str) -> Message:
         return Message.of(await resolve.edit_message(info.context, id, content))
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=audited("Message", by="id"))
     async def delete_message(self, info: Ctx, id: strawberry.ID) -> Message:
         return Message.of(await resolve.delete_message(info.context, id))
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=audited("Message", by="message_id"))
     async def add_reaction(self, info: Ctx, message_id: strawberry.ID, emoji: str) -> Message:
         return Message.of(await resolve.add_reaction(info.context, message_id, emoji))
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=audited("Message", by="message_id"))
     async def remove_reaction(self, info: Ctx, message_id: strawberry.ID,
                               emoji: str) -> Message:
         return Message.of(await resolve.remove_reaction(info.context, message_id, emoji))
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=audited("Room", by="room_id", room="room_id"))
     async def mark_room_read(self, info: Ctx, room_id: strawberry.ID, up_to_seq: int) -> Room:
         return Room.of(await resolve.mark_room_read(info.context, room_id, up_to_seq))

@@ -17,6 +17,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from auth import AuthError, Claims, parse_bearer
 from graph_db.driver import DatabaseUnavailable
+from resolvers import audit
 from resolvers.context import Context, Services
 from transport.connections import ConnectionLimiter
 from transport.documents import DocumentCache
@@ -24,8 +25,9 @@ from transport.http import Caller, GraphQLHTTP, HTTPLimits
 from transport.ide import GraphiQL
 from transport.persisted import PersistedOperations
 from transport.rate_limit import RateLimiter
-from transport.ws import TransportWSHandler, bearer_of
+from transport.ws import TransportWSHandler
 from transport.ws_limits import SocketLimits
+from transport.ws_messages import bearer_of
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -87,8 +89,11 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         context = await self.get_context(request, Response())
         if isinstance(caller.auth, Claims):
             context.auth = await context.services.viewer_for(caller.auth)
+            await audit.session_started(context, caller.auth)
         else:
             context.auth = caller.auth
+            if isinstance(caller.auth, AuthError):
+                await audit.session_refused(context, request.headers.get("authorization"))
         return context
 
     # -- both ------------------------------------------------------------------------------
@@ -119,8 +124,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         context.auth = await self._authenticate(context, header)
         if isinstance(context.auth, AuthError):
             log.info("websocket rejected: %s", context.auth)
+            await audit.session_refused(context, header)
             raise ConnectionRejectionError
         if isinstance(context.auth, DatabaseUnavailable):
             raise context.auth  # closed with 1013, try again later (transport/ws.py)
+        await audit.session_started(context, context.auth.claims)
         return None
 

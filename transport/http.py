@@ -27,6 +27,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperation
 
 from auth import AuthError, Claims
+from observability.operations import OperationRecord, request_id_from
 from resolvers.context import Context, Viewer
 from resolvers.errors import ServiceError
 from transport.documents import Compiled, DocumentCache
@@ -106,35 +107,69 @@ class GraphQLHTTP:
                                            f"{GRAPHQL_RESPONSE_JSON} or {JSON}")
             if media is None:
                 raise HTTPProblem(406, f"accept {GRAPHQL_RESPONSE_JSON} or {JSON}")
-            params = await read_params(request, self.limits.max_bytes)
-            return await self._graphql(request, media, params)
+            return await self._operation(request, media)
         except HTTPProblem as problem:
             body = {"errors": [problem.error.formatted]}
             return _json(body, problem.status, media or JSON, problem.headers)
 
-    async def _graphql(self, request: Request, media: str, params: GraphQLParams) -> Response:
+    async def _operation(self, request: Request, media: str) -> Response:
+        """One GraphQL request, counted, timed and logged (observability/operations.py)."""
+        op = OperationRecord("http", request_id_from(request.headers.get("x-request-id")))
+        op.bind()
+        try:
+            params = await read_params(request, self.limits.max_bytes)
+            op.operation(None, params.operation_name)
+            response = await self._graphql(request, media, params, op)
+        except HTTPProblem as problem:  # refused, or (504) stopped while it ran
+            op.errors([problem.error])
+            op.status = problem.status
+            raise
+        except Exception:
+            op.failed()
+            raise
+        else:
+            op.status = response.status_code
+        finally:
+            op.finish()
+        return response
+
+    async def _graphql(self, request: Request, media: str, params: GraphQLParams,
+                       op: OperationRecord) -> Response:
         try:
             resolved = await self.persisted.resolve(params.query, params.extensions)
         except BadRequest as error:
             raise HTTPProblem(400, error.message) from None
         except PersistedQueryNotFound as error:
+            op.refused([error])
             return _json(_body(None, [error], media, request_error=True), 200, media, NO_CACHE)
         except ServiceError as error:
+            op.refused([error])
             return self._request_error([error], media)
         if resolved.query is None:
             raise HTTPProblem(400, "no GraphQL document: send `query`, or a persisted-query "
                                    "hash in `extensions`")
         caller = await self.gate.caller(request)
+        if isinstance(caller.auth, Claims):
+            op.user_id = caller.auth.user_id
+            op.bind()
         _raise_refused(self.rate.refused(caller.key))  # a flood is not even parsed
         compiled = self.documents.get(resolved.query, params.operation_name)
+        op.operation(compiled.operation, params.operation_name)
         refusal = self._refusal(request.method, compiled, params)
         # Every request takes from its caller's budget, refused documents too (1).
         await self._charge(caller, 1 if refusal else compiled.weight)
         if refusal:
+            op.refused(refusal)
             return self._request_error(refusal, media)
         context = await self.gate.context(request, caller)
+        context.request_id = op.request_id  # one id in the log line and in any error
+        op.executed = True
         result = await self._execute(request.method, resolved.query, params, context)
         request_error = _is_request_error(result)
+        if request_error:  # bad variables: nothing ran
+            op.refused(result.errors or [])
+        else:
+            op.errors(result.errors or [])
         if not request_error:
             await self._register(resolved, context)
         status = 400 if request_error and media == GRAPHQL_RESPONSE_JSON else 200

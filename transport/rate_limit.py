@@ -21,6 +21,7 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import ConnectionPool
 
+from observability.metrics import rate_limited
 from resolvers.errors import ServiceError, is_unavailable
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,10 @@ class RateLimiter:
         if left <= 0:
             del self._refused[key]
             return None
-        return RateLimited(max(1, math.ceil(left))) if cost >= refused_cost else None
+        if cost < refused_cost:
+            return None
+        rate_limited("operations")  # each RateLimited made is one refusal answered
+        return RateLimited(max(1, math.ceil(left)))
 
     async def charge(self, key: str, cost: int) -> None:
         """Takes `cost` operations from `key`'s budget; RateLimited when it cannot."""
@@ -157,6 +161,7 @@ class RateLimiter:
         self._refused.move_to_end(key)
         while len(self._refused) > _REMEMBERED_MAX:
             self._refused.popitem(last=False)
+        rate_limited("operations")
         return RateLimited(max(1, math.ceil(retry_after)))
 
     async def aclose(self) -> None:

@@ -108,6 +108,21 @@ def abort_probe(send: Send) -> Callable[[], None] | None:
     return abort if callable(abort) else None
 
 
+def close_code(send: Send) -> int | None:
+    """The code a finished socket closed with, from the sans-I/O connection (websockets'
+    public `close_sent`/`close_rcvd`): the first close frame of the handshake, whoever sent
+    it (the fan-out's own closes and uvicorn's 1009/1011/1012 included); 1006 when the
+    connection dropped without one. None for any other server (observability/sockets.py
+    then takes the close it saw in ASGI terms)."""
+    conn = getattr(_protocol(send), "conn", None)
+    if conn is None or not hasattr(conn, "close_rcvd_then_sent"):
+        return None
+    sent, received = conn.close_sent, conn.close_rcvd
+    if received is not None and (sent is None or conn.close_rcvd_then_sent):
+        return int(received.code)
+    return 1006 if sent is None else int(sent.code)
+
+
 def sansio_internals_present() -> bool:
     """What start-up can check before any socket exists: uvicorn's sans-I/O protocol class
     still has the attributes the direct path reads (set in its __init__)."""

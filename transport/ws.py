@@ -30,11 +30,14 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 from auth import AuthError, parse_bearer
 from graph_db.driver import DatabaseUnavailable
 from graph_db.models import Role
+from observability import logs
+from observability.metrics import rate_limited
+from observability.operations import SocketRecord
 from realtime.subscriber import Outbox, Subscriber
 from realtime.tasks import spawn
-from resolvers import room_events
+from resolvers import audit, room_events
 from resolvers.context import Context
-from resolvers.errors import ServiceError, Unauthenticated, masked
+from resolvers.errors import Unauthenticated, masked
 from transport import uvicorn_adapter
 from transport.documents import ROOM_EVENTS_FIELD, Compiled
 from transport.errors import RequestTimeout
@@ -47,6 +50,7 @@ from transport.ws_limits import (
     SocketLimits,
     TokenBucket,
 )
+from transport.ws_messages import bearer_of, coded, well_formed
 
 log = logging.getLogger(__name__)
 FLUSH_BEFORE_CLOSE_S = 1.0
@@ -56,18 +60,13 @@ _fallback_warned = False
 Op = Operation[Context, None]
 
 
-def coded(message: str, code: str) -> ServiceError:
-    error = ServiceError(message)
-    error.extensions = {"code": code}
-    return error
-
-
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     _outbox: Outbox | None = None
     _expiry: asyncio.TimerHandle | None = None
     _bucket: TokenBucket | None = None
     _slot: tuple[str, str] | None = None  # (user, connection) counted by WS_MAX_CONNECTIONS
     _closing = False
+    _record: SocketRecord | None = None  # once acknowledged: metrics and operation lines
 
     def outbox(self) -> Outbox:
         if self._outbox is None:
@@ -92,6 +91,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         try:
             await super().shutdown()
         finally:
+            if self._record is not None:
+                self._record.close()
+                self._record = None
             if self._slot is not None:
                 await self.view.connections.release(*self._slot)  # type: ignore[attr-defined]
                 self._slot = None
@@ -103,11 +105,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             self._bucket = TokenBucket(self.limits.message_rate, self.limits.message_burst)
         if not self._bucket.take():
             # metrics/audit: websocket message rate
+            rate_limited("messages")
             await self._close(CLOSE_TOO_MANY_MESSAGES, "too many messages")
             return
         # strawberry catches only KeyError: a frame of another shape (a JSON array, a string
         # payload, a non-string query) would crash the connection (1006) instead of 4400.
-        if not _well_formed(message):
+        if not well_formed(message):
             await self.handle_invalid_message("Failed to parse message")
             return
         await super().handle_message(message)
@@ -127,6 +130,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         if self.connection_acknowledged and self._expiry is None:
             self._arm_expiry()
+        if self.connection_acknowledged and self._record is None:
+            viewer = self.context.viewer
+            self._record = SocketRecord(self.context.request_id, viewer.id)
+            # Every line this socket's tasks log carries its request id and user.
+            logs.bind(request_id=self.context.request_id, user_id=viewer.id)
+
+    async def send_message(self, message: Any) -> None:
+        if self._record is not None:  # settles operations by their frames (not roomEvents')
+            self._record.sent(message)
+        await super().send_message(message)
 
     async def _admit_connection(self, message: ConnectionInitMessage) -> bool:
         """WS_MAX_CONNECTIONS, before the ack: False when refused (then closed with 4430).
@@ -145,6 +158,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         slot = await connections.acquire(claims.user_id)
         if slot is None:
             # metrics/audit: connection limit
+            rate_limited("connections")
             await self._close(CLOSE_TOO_MANY_CONNECTIONS,
                               f"more than {connections.limit} connections for this user")
             return False
@@ -152,6 +166,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         return True
 
     async def cleanup_operation(self, operation_id: str) -> None:
+        if self._record is not None:
+            self._record.finish(operation_id)
         operation = self.operations.get(operation_id)
         if operation is not None:
             operation.completed = True  # the client completed it: nothing more may follow
@@ -162,6 +178,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().handle_subscribe(message)  # 4401 and 4409, as the protocol says
             return
         payload = message["payload"]
+        assert self._record is not None  # acknowledged
+        record = self._record.begin(message["id"])
         # Persisted operations (transport/persisted.py): trusted documents, hashes.
         refusal = await self.view.persisted.admit(payload)  # type: ignore[attr-defined]
         if refusal:
@@ -169,11 +187,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         compiled: Compiled = self.view.documents.get(  # type: ignore[attr-defined]
             payload["query"], payload.get("operationName"))
+        record.operation(compiled.operation, payload.get("operationName"))
         if compiled.syntax_error:
+            self._record.settle(message["id"], compiled.errors, refused=True)
             await self._close(4400, compiled.errors[0].message)
             return
         if await self._refused(message["id"], compiled, payload.get("variables")):
             return
+        record.executed = True
         if not compiled.room_events:
             await super().handle_subscribe(message)
             return
@@ -200,6 +221,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return True
             if len(self.operations) >= self.limits.max_subscriptions:
                 # metrics/audit: subscription limit
+                rate_limited("subscriptions")
                 errors = [SubscriptionLimitExceeded(self.limits.max_subscriptions)]
         if errors:  # refused, not invalid: `next` with the errors, then `complete`
             await self.send_message({"id": operation_id, "type": "next",
@@ -240,6 +262,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except asyncio.CancelledError:
             raise
         except GraphQLError as error:  # refused: not a participant, a bad cursor, ...
+            self._settle(operation, [error])
             await self._finish(operation, [error])
         except Exception as exc:
             request_id = uuid.uuid4().hex[:16]
@@ -247,6 +270,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             log.error("roomEvents failed with %s [request %s, connection %s]",
                       public.code, request_id, self.context.request_id,
                       exc_info=exc)
+            self._settle(operation, [public])
             await self._finish(operation, [public])
         finally:
             self._forget(operation)
@@ -266,15 +290,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             group_key=self._group_key(variables, compiled),
             prefix=frame_prefix(operation.id), outbox=self.outbox(),
             spec=RenderSpec(compiled, variables, self.context))
-        sub.on_end = lambda code, text: self._end(operation, code, text)
-        stream = await hub.attach(sub, start.after_seq)
-        try:
-            if not await room_events.still_participant(self.context.db, sub.room_id,
-                                                       sub.user_id):
-                self._end(operation, "FORBIDDEN", "you are no longer a participant")
-            await hub.serve(sub, stream)
-        finally:
-            await hub.detach(sub)
+        with audit.subscription_span(self.context, sub.room_id) as ending:
+            def on_end(code: str | None, text: str) -> None:
+                ending.code = code
+                self._end(operation, code, text)
+            sub.on_end = on_end
+            stream = await hub.attach(sub, start.after_seq)
+            try:
+                if not await room_events.still_participant(self.context.db, sub.room_id,
+                                                           sub.user_id):
+                    on_end("FORBIDDEN", "you are no longer a participant")
+                await hub.serve(sub, stream)
+            finally:
+                await hub.detach(sub)
 
     async def _start(self, operation: Op, compiled: Compiled
                      ) -> tuple[dict[str, Any], room_events.StreamStart]:
@@ -292,6 +320,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         field_def = schema.subscription_type.fields[ROOM_EVENTS_FIELD]
         args = get_argument_values(field_def, field, coerced)
         start = await room_events.authorize(self.context, str(args["roomId"]), args.get("after"))
+        if self._record is not None:  # its set-up is what a subscription's line times
+            self._record.finish(operation.id)
         return operation.variables or {}, start
 
     def _group_key(self, variables: dict[str, Any], compiled: Compiled) -> tuple[Any, ...]:
@@ -324,6 +354,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         outbox = self.outbox()
         for frame in frames:
             await outbox.push(orjson.dumps(frame).decode())
+
+    def _settle(self, operation: Op, errors: list[GraphQLError]) -> None:
+        """A roomEvents that failed to start: its operation line (a no-op once started)."""
+        if self._record is not None:
+            self._record.settle(operation.id, errors)
 
     async def _finish(self, operation: Op, errors: list[GraphQLError] | None) -> None:
         frames: list[dict[str, Any]] = []
@@ -365,27 +400,3 @@ def _warn_fallback() -> None:
         log.warning("fan-out: this server's WebSocket protocol is not uvicorn's %s; frames go "
                     "through ASGI send (slower)", uvicorn_adapter.WS_IMPLEMENTATION)
 
-
-def bearer_of(params: dict[str, Any] | None) -> str | None:
-    """The `Authorization` value of a connection_init payload (`authToken` as well)."""
-    params = params or {}
-    header = params.get("authorization") or params.get("Authorization")
-    if header is None and isinstance(params.get("authToken"), str):
-        header = f"Bearer {params['authToken']}"
-    return header if isinstance(header, str) else None
-
-
-def _well_formed(message: Any) -> bool:
-    """The shapes graphql-transport-ws defines (unknown types are rejected by strawberry)."""
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        return False
-    kind = message["type"]
-    if kind in ("subscribe", "complete") and not isinstance(message.get("id"), str):
-        return False
-    if kind != "subscribe":
-        return True
-    payload = message.get("payload")
-    return (isinstance(payload, dict) and isinstance(payload.get("query"), str)
-            and isinstance(payload.get("variables") or {}, dict)
-            and isinstance(payload.get("operationName") or "", str)
-            and isinstance(payload.get("extensions") or {}, dict))

@@ -1,0 +1,117 @@
+"""The audit trail in the graph: (:AuditEvent) nodes, appended in batches and read by filter.
+
+Append-only: this module is the only code that touches AuditEvent, and it only creates and
+reads them (tests/test_audit.py checks every statement). An event holds ids, never content:
+no message text, no token. Its room is a property, not a relationship, so deleting a room
+(DETACH DELETE) leaves its trail whole.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from graph_db.driver import GraphDB, Tx
+
+
+class Outcome(enum.Enum):
+    ALLOWED = "allowed"
+    DENIED = "denied"  # refused, with the code the caller got (NOT_FOUND included)
+    FAILED = "failed"  # the service failed (SERVICE_UNAVAILABLE, ...) or the caller left
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: str
+    at_ms: int
+    action: str
+    outcome: Outcome
+    actor_id: str | None = None
+    actor_role: str | None = None
+    object_type: str | None = None
+    object_id: str | None = None
+    room_id: str | None = None
+    code: str | None = None
+    request_id: str | None = None
+    client_address: str | None = None
+    user_agent: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.at_ms / 1000, UTC)
+
+    def row(self) -> dict[str, Any]:
+        """The stored (and streamed) form: camelCase, the outcome's value."""
+        data = asdict(self)
+        return {_CAMEL[k]: (v.value if isinstance(v, Outcome) else v) for k, v in data.items()}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AuditRecord:
+        values: dict[str, Any] = {name: row.get(camel) for name, camel in _CAMEL.items()}
+        values["outcome"] = Outcome(values["outcome"])
+        return cls(**values)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+_CAMEL = {name: _camel(name) for name in AuditRecord.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """What an auditor asks for; None: any. Times are epoch ms, `to` exclusive."""
+
+    actor_id: str | None = None
+    room_id: str | None = None
+    action: str | None = None
+    outcome: Outcome | None = None
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+
+APPEND = """
+UNWIND $rows AS row
+CREATE (:AuditEvent {id: row.id, atMs: row.atMs, action: row.action, outcome: row.outcome,
+  actorId: row.actorId, actorRole: row.actorRole, objectType: row.objectType,
+  objectId: row.objectId, roomId: row.roomId, code: row.code, requestId: row.requestId,
+  clientAddress: row.clientAddress, userAgent: row.userAgent})
+"""
+
+# Newest first; the cursor is the last (atMs, id) seen.
+PAGE = """
+MATCH (e:AuditEvent)
+WHERE ($actorId IS NULL OR e.actorId = $actorId)
+  AND ($roomId IS NULL OR e.roomId = $roomId)
+  AND ($action IS NULL OR e.action = $action)
+  AND ($outcome IS NULL OR e.outcome = $outcome)
+  AND ($fromMs IS NULL OR e.atMs >= $fromMs)
+  AND ($toMs IS NULL OR e.atMs < $toMs)
+  AND ($afterAt IS NULL OR e.atMs < $afterAt OR (e.atMs = $afterAt AND e.id < $afterId))
+WITH e ORDER BY e.atMs DESC, e.id DESC LIMIT $limit
+RETURN e {.*} AS e
+"""
+
+
+async def append(db: GraphDB, records: list[AuditRecord]) -> None:
+    """One statement for the whole batch."""
+    rows = [r.row() for r in records]
+
+    async def work(tx: Tx) -> None:
+        await tx.rows(APPEND, rows=rows)
+
+    await db.write(work)
+
+
+async def page(db: GraphDB, query: AuditQuery, *, after: tuple[int, str] | None,
+               limit: int) -> list[AuditRecord]:
+    rows = await db.read_rows(
+        PAGE, actorId=query.actor_id, roomId=query.room_id, action=query.action,
+        outcome=query.outcome.value if query.outcome else None, fromMs=query.from_ms,
+        toMs=query.to_ms, afterAt=after[0] if after else None,
+        afterId=after[1] if after else None, limit=limit)
+    return [AuditRecord.from_row(row["e"]) for row in rows]

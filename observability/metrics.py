@@ -1,0 +1,164 @@
+"""The service's Prometheus metrics (one registry), and the /metrics endpoint.
+
+Several processes (PROMETHEUS_MULTIPROC_DIR set before start): prometheus_client then keeps
+every value in a file of that directory per process, and /metrics of any process reads them
+all (MultiProcessCollector): counters and histograms summed, gauges summed over the live
+processes (livesum; a stopping process removes its gauge files, `forget_this_process`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    multiprocess,
+)
+from prometheus_client.exposition import choose_encoder
+from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import Response
+
+# prometheus_client chose its value storage from this variable when it was imported: read
+# it the same way, so the endpoint exposes what the metrics actually write.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+REGISTRY = CollectorRegistry()
+# No `*_created` series: a timestamp per counter and histogram that nobody graphs.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+TYPES = ("query", "mutation", "subscription", "unknown")  # unknown: no operation resolved
+OUTCOMES = ("ok", "error", "refused")  # refused: answered before anything ran
+RATE_LIMIT_KINDS = ("operations", "connections", "messages", "message_size", "subscriptions")
+# Close codes of the README's table, those of RFC 6455 a socket can end with here, and the
+# 4400..4430 block of graphql-transport-ws; anything else is "other" (a bounded label set).
+CLOSE_CODES = (1000, 1001, 1005, 1006, 1008, 1009, 1011, 1012, 1013,
+               4400, 4401, 4403, 4406, 4408, 4409, 4429, 4430)
+_CLOSE_LABELS = {code: str(code) for code in (*CLOSE_CODES, *range(4400, 4431))}
+
+ROOMS_CREATED = Counter("collab_rooms_created", "Rooms created.", registry=REGISTRY)
+MESSAGES = Counter("collab_messages", "New messages stored (idempotent replays not counted).",
+                   registry=REGISTRY)
+ACTIVE_USERS = Gauge("collab_active_users", "Distinct users with at least one open "
+                     "WebSocket, per process (summed over processes).",
+                     multiprocess_mode="livesum", registry=REGISTRY)
+WS_CONNECTIONS = Gauge("collab_ws_connections", "Open graphql-transport-ws sockets.",
+                       multiprocess_mode="livesum", registry=REGISTRY)
+WS_DISCONNECTS = Counter("collab_ws_disconnects", "WebSockets closed, by close code.",
+                         ["code"], registry=REGISTRY)
+OPERATIONS = Counter("collab_graphql_operations", "GraphQL operations, by type and outcome.",
+                     ["type", "outcome"], registry=REGISTRY)
+DURATION = Histogram("collab_graphql_duration_seconds", "Time to answer a query or mutation, "
+                     "or to start (or refuse) a subscription.", ["type"], registry=REGISTRY)
+FANOUT_DELIVERIES = Counter("collab_fanout_deliveries", "Frames the room streams handed to "
+                            "subscribers' sockets.", registry=REGISTRY)
+DB_QUERY = Histogram("collab_db_query_seconds", "Graph database statements and transactions "
+                     "(each attempt), by access mode.", ["access"], registry=REGISTRY,
+                     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+RATE_LIMITED = Counter("collab_rate_limited", "Refusals by the rate and WebSocket limits.",
+                       ["kind"], registry=REGISTRY)
+AUDIT_WRITTEN = Counter("collab_audit_records", "Audit records written, by sink.", ["sink"],
+                        registry=REGISTRY)
+AUDIT_PENDING = Gauge("collab_audit_pending", "Audit records waiting for their sink (grows "
+                      "while the database is away).", ["sink"], multiprocess_mode="livesum",
+                      registry=REGISTRY)
+AUDIT_DROPPED = Counter("collab_audit_dropped", "Audit records lost: a sink stayed behind by "
+                        "more than 100,000 records (an incident).", ["sink"], registry=REGISTRY)
+
+# Every label value exists from the start (at 0): rate() and absent() need no first event.
+for _type in TYPES:
+    DURATION.labels(_type)
+    for _outcome in OUTCOMES:
+        OPERATIONS.labels(_type, _outcome)
+for _kind in RATE_LIMIT_KINDS:
+    RATE_LIMITED.labels(_kind)
+for _code in CLOSE_CODES:
+    WS_DISCONNECTS.labels(str(_code))
+DB_READ, DB_WRITE = DB_QUERY.labels("read"), DB_QUERY.labels("write")
+if MULTIPROCESS_DIR is None:  # process figures make no sense summed over processes
+    ProcessCollector(registry=REGISTRY)
+
+
+def close_code_label(code: int) -> str:
+    return _CLOSE_LABELS.get(code, "other")
+
+
+def rate_limited(kind: str) -> None:
+    RATE_LIMITED.labels(kind).inc()
+
+
+class ActiveUsers:
+    """Distinct users with an open socket in this process (the gauge follows the map)."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, int] = {}
+
+    def add(self, user_id: str) -> None:
+        count = self._sockets.get(user_id, 0)
+        self._sockets[user_id] = count + 1
+        if count == 0:
+            ACTIVE_USERS.inc()
+
+    def remove(self, user_id: str) -> None:
+        count = self._sockets.get(user_id, 0)
+        if count > 1:
+            self._sockets[user_id] = count - 1
+        elif count == 1:
+            del self._sockets[user_id]
+            ACTIVE_USERS.dec()
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+
+active_users = ActiveUsers()
+
+
+def forget_this_process() -> None:
+    """A stopping process's gauges stop counting in the other processes' sums."""
+    if MULTIPROCESS_DIR is not None:
+        multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+            os.getpid(), MULTIPROCESS_DIR)
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """Every metric in the format the scraper asked for (Prometheus text, OpenMetrics)."""
+    encode: Callable[[CollectorRegistry], bytes]
+    encode, content_type = choose_encoder(accept or "")
+    if MULTIPROCESS_DIR is None:
+        return encode(REGISTRY), content_type
+    merged = CollectorRegistry()  # the metrics themselves must not be registered here
+    multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+        merged, path=MULTIPROCESS_DIR)
+    return encode(merged), content_type
+
+
+class MetricsEndpoint:
+    """GET /metrics; with METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
+
+    def __init__(self, token: SecretStr | None) -> None:
+        self.token = None if token is None else token.get_secret_value().encode()
+
+    async def handle(self, request: Request) -> Response:
+        if not self._authorized(request.headers.get("authorization")):
+            return Response("metrics need the bearer token (METRICS_TOKEN)\n", status_code=401,
+                            headers={"www-authenticate": 'Bearer realm="metrics"'},
+                            media_type="text/plain")
+        # Several processes: the files of every process are read; off the event loop.
+        body, content_type = await asyncio.to_thread(exposition, request.headers.get("accept"))
+        return Response(body, media_type=content_type, headers={"cache-control": "no-store"})
+
+    def _authorized(self, header: str | None) -> bool:
+        if self.token is None:
+            return True
+        scheme, _, presented = (header or "").partition(" ")
+        # Constant time: the comparison says nothing about how much of a guess was right.
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            presented.strip().encode(), self.token)
