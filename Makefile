@@ -62,7 +62,10 @@ NAME ?= Dev User
 token: install
 	@$(PY) -m auth.dev_token --role "$(ROLE)" --name "$(NAME)"
 
+# Both benches (fan-out, then HTTP; docs/benchmarks.md). The HTTP bench's load generator is
+# Debian's wrk; taskset (util-linux) pins servers and load generators to their cores.
 bench: install
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(PY) -m bench
 
 clean:

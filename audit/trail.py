@@ -19,7 +19,7 @@ from graph_db.audit import AuditRecord
 from observability.metrics import AUDIT_DROPPED, AUDIT_PENDING, AUDIT_WRITTEN
 
 log = logging.getLogger(__name__)
-FLUSH_S = 0.25
+FLUSH_S = 1.0  # a batch per second: each statement costs the database more than its rows
 BATCH = 500
 MAX_PENDING = 100_000
 RETRY_S = (0.5, 1.0, 2.0, 5.0)

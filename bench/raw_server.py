@@ -2,6 +2,10 @@
 service (websockets-sansio, no per-message deflate). Clients connect to /ws; a POST /publish
 body is sent as is to every socket with a plain loop of `await ws.send_text(...)`.
 
+For the HTTP bench (bench.httpbench), `POST /json` is the least a JSON API endpoint does: it
+reads and decodes the JSON request body and answers a small JSON body shaped like a GraphQL
+answer (`{"data": {"me": {...}}}`, ~90 bytes) with Starlette's `JSONResponse`.
+
     taskset -c 0 python -m bench.raw_server --port 8100
 """
 
@@ -18,6 +22,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 HEARTBEAT_S = 30  # the service's default ws_heartbeat_interval
+ANSWER = {"data": {"me": {"id": "bench-doctor-0123456789", "displayName": "Dr Reader",
+                          "role": "DOCTOR"}}}
 
 
 def create_app() -> Starlette:
@@ -43,11 +49,18 @@ def create_app() -> Starlette:
                 sent += 1
         return JSONResponse({"sent": sent})
 
+    async def answer(request: Request) -> JSONResponse:
+        body = await request.json()
+        if not isinstance(body, dict) or "query" not in body:
+            return JSONResponse({"errors": [{"message": "no query"}]}, status_code=400)
+        return JSONResponse(ANSWER)
+
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "sockets": len(sockets)})
 
     return Starlette(routes=[WebSocketRoute("/ws", subscribe),
                              Route("/publish", publish, methods=["POST"]),
+                             Route("/json", answer, methods=["POST"]),
                              Route("/healthz", healthz)])
 
 

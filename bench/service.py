@@ -1,7 +1,9 @@
 """Servers under test as child processes pinned to core 0, and the room our subscribers use.
 
 `Server` starts either our service (`python -m app`: ENVIRONMENT=test, a test JWT secret,
-ROOM_MAX_PARTICIPANTS large) or the raw baseline (`python -m bench.raw_server`). Our graph
+ROOM_MAX_PARTICIPANTS large, the per-user rate and connection limits out of the way: one
+bench user sends far more than a production budget; `audit=False` adds AUDIT_ENABLED=false)
+or the raw baseline (`python -m bench.raw_server`). Our graph
 database is the embedded ArcadeDB in a temporary directory, started once here
 (`graph_server`, pinned to the service's core) and handed to the service as NEO4J_URI: every
 run then gets a fresh service process (a clean memory baseline) without restarting and
@@ -41,6 +43,11 @@ JOIN_CONCURRENCY = 16
 TOKEN_TTL = timedelta(hours=6)
 CREATE_ROOM = """mutation($input: CreateRoomInput!) { createRoom(input: $input) { id } }"""
 JOIN_ROOM = """mutation($id: ID!) { joinRoom(id: $id) { status } }"""
+# The bench's publisher and readers send far more than a user's production budget
+# (RATE_LIMIT_REQUESTS=100 per minute, sendMessage weighing 3): limits out of the way, as the
+# tests' services have them (tests/processes.py).
+LIMITS_OUT_OF_THE_WAY = {"RATE_LIMIT_REQUESTS": "1000000000", "WS_MAX_CONNECTIONS": "1000000",
+                         "WS_MESSAGE_RATE": "1000000", "WS_MESSAGE_BURST": "1000000"}
 
 
 def raise_nofile() -> None:
@@ -62,9 +69,16 @@ class Server:
     work_dir: Path
     core: int = 0
     graph: EmbeddedGraphServer | None = None
+    audit: bool = True  # ours: False starts it with AUDIT_ENABLED=false
+    db_uri: str | None = None  # ours: instead of the graph server's own (bench.boltcount)
     port: int = field(default_factory=find_free_port)
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        """How reports name it: "raw", "ours", "ours (audit off)"."""
+        return self.kind if self.kind == "raw" or self.audit else f"{self.kind} (audit off)"
 
     @property
     def url(self) -> str:
@@ -77,7 +91,7 @@ class Server:
 
     @property
     def log_path(self) -> Path:
-        return self.work_dir / f"{self.kind}-server.log"
+        return self.work_dir / f"{self.kind}{'' if self.audit else '-noaudit'}-server.log"
 
     def start(self) -> Server:
         raise_nofile()
@@ -85,12 +99,15 @@ class Server:
         if self.kind == "ours":
             assert self.graph is not None, "start graph_server() first"
             env.update(ENVIRONMENT="test", JWT_SECRET_KEY=SECRET,
-                       NEO4J_URI=self.graph.bolt_uri, NEO4J_USER=self.graph.user,
+                       NEO4J_URI=self.db_uri or self.graph.bolt_uri, NEO4J_USER=self.graph.user,
                        NEO4J_PASSWORD=self.graph.password, NEO4J_DATABASE=self.graph.database,
                        ROOM_MAX_PARTICIPANTS=str(MAX_PARTICIPANTS),
                        COLLABORATION_HOST=HOST, COLLABORATION_PORT=str(self.port),
-                       LOG_LEVEL="WARNING")
-            for name in ("REDIS_URL", "DEBUG"):
+                       LOG_LEVEL="WARNING", AUDIT_ENABLED="true" if self.audit else "false",
+                       **LIMITS_OUT_OF_THE_WAY)
+            for name in ("REDIS_URL", "DEBUG", "AUDIT_LOG_FILE", "PERSISTED_QUERIES_ONLY",
+                         "PERSISTED_QUERIES_MANIFEST", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                         "PROMETHEUS_MULTIPROC_DIR"):
                 env.pop(name, None)
             cmd = [sys.executable, "-m", "app"]
         else:
@@ -152,8 +169,8 @@ class Room:
         return {"room": self.id, "host_token": self.host_token, "tokens": self.tokens}
 
 
-async def _gql(client: httpx.AsyncClient, token: str, query: str,
-               variables: dict[str, Any]) -> dict[str, Any]:
+async def gql(client: httpx.AsyncClient, token: str, query: str,
+              variables: dict[str, Any]) -> dict[str, Any]:
     response = await client.post("/graphql", json={"query": query, "variables": variables},
                                  headers={"authorization": f"Bearer {token}"})
     body: dict[str, Any] = response.json()
@@ -163,7 +180,7 @@ async def _gql(client: httpx.AsyncClient, token: str, query: str,
     return data
 
 
-def _token(settings: Settings, role: Role, name: str) -> str:
+def make_token(settings: Settings, role: Role, name: str) -> str:
     user_id = f"bench-{role.value}-{uuid.uuid4().hex[:10]}"
     return issue_dev_token(settings, user_id=user_id, name=name, role=role, ttl=TOKEN_TTL)
 
@@ -172,19 +189,19 @@ async def setup_room(server: Server, n: int, *, concurrency: int = JOIN_CONCURRE
                      timeout: float = 600.0) -> Room:
     """One PUBLIC teaching room hosted by a teacher (the publisher), joined by n students."""
     settings = bench_settings()
-    host = _token(settings, Role.TEACHER, "Bench Host")
+    host = make_token(settings, Role.TEACHER, "Bench Host")
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
-        data = await _gql(client, host, CREATE_ROOM, {"input": {
+        data = await gql(client, host, CREATE_ROOM, {"input": {
             "name": "Fan-out bench", "type": "TEACHING", "visibility": "PUBLIC",
             "maxParticipants": min(MAX_PARTICIPANTS, n + 10)}})
         room_id: str = data["createRoom"]["id"]
-        tokens = [_token(settings, Role.STUDENT, f"Student {i}") for i in range(n)]
+        tokens = [make_token(settings, Role.STUDENT, f"Student {i}") for i in range(n)]
         gate = asyncio.Semaphore(concurrency)
 
         async def join(token: str) -> None:
             async with gate:
-                result = await _gql(client, token, JOIN_ROOM, {"id": room_id})
+                result = await gql(client, token, JOIN_ROOM, {"id": room_id})
                 if result["joinRoom"]["status"] != "JOINED":
                     raise RuntimeError(f"join: {result}")
 

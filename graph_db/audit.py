@@ -9,7 +9,7 @@ no message text, no token. Its room is a property, not a relationship, so deleti
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,8 +44,14 @@ class AuditRecord:
 
     def row(self) -> dict[str, Any]:
         """The stored (and streamed) form: camelCase, the outcome's value."""
-        data = asdict(self)
-        return {_CAMEL[k]: (v.value if isinstance(v, Outcome) else v) for k, v in data.items()}
+        return dict(zip(_CAMEL.values(), self.values(), strict=True))
+
+    def values(self) -> list[Any]:
+        """The fields in declaration order (as APPEND reads them): packed as a list, a batch
+        costs the driver half of what maps with their keys would."""
+        return [self.id, self.at_ms, self.action, self.outcome.value, self.actor_id,
+                self.actor_role, self.object_type, self.object_id, self.room_id, self.code,
+                self.request_id, self.client_address, self.user_agent]
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AuditRecord:
@@ -74,12 +80,12 @@ class AuditQuery:
     to_ms: int | None = None
 
 
+# Each row is AuditRecord.values().
 APPEND = """
-UNWIND $rows AS row
-CREATE (:AuditEvent {id: row.id, atMs: row.atMs, action: row.action, outcome: row.outcome,
-  actorId: row.actorId, actorRole: row.actorRole, objectType: row.objectType,
-  objectId: row.objectId, roomId: row.roomId, code: row.code, requestId: row.requestId,
-  clientAddress: row.clientAddress, userAgent: row.userAgent})
+UNWIND $rows AS r
+CREATE (:AuditEvent {id: r[0], atMs: r[1], action: r[2], outcome: r[3], actorId: r[4],
+  actorRole: r[5], objectType: r[6], objectId: r[7], roomId: r[8], code: r[9],
+  requestId: r[10], clientAddress: r[11], userAgent: r[12]})
 """
 
 # Newest first; the cursor is the last (atMs, id) seen.
@@ -99,7 +105,7 @@ RETURN e {.*} AS e
 
 async def append(db: GraphDB, records: list[AuditRecord]) -> None:
     """One statement for the whole batch."""
-    rows = [r.row() for r in records]
+    rows = [r.values() for r in records]
 
     async def work(tx: Tx) -> None:
         await tx.rows(APPEND, rows=rows)
