@@ -119,17 +119,18 @@ async def open_hub(settings: Settings, db: GraphDB) -> AsyncIterator[Hub]:
 
 
 @contextlib.asynccontextmanager
-async def open_audit(settings: Settings, db: GraphDB
+async def open_audit(settings: Settings, db: GraphDB, redis: ConnectionPool | None
                      ) -> AsyncIterator[tuple[AuditTrail, SessionLedger]]:
     """The audit trail into the graph (and AUDIT_LOG_FILE), written off the request path;
-    sessions known across instances through Redis when REDIS_URL is set."""
+    sessions known across instances through Redis when REDIS_URL is set (on the limiters'
+    pool: the same server, the same short timeouts)."""
     sinks: list[AuditSink] = [GraphSink(db)] if settings.audit_enabled else []
     if settings.audit_log_file is not None and settings.audit_enabled:
         sinks.append(JsonLinesSink(settings.audit_log_file))
         log.info("audit trail: also as JSON lines in %s", settings.audit_log_file)
     trail = AuditTrail(sinks)
-    sessions: SessionLedger = (RedisSessions(Redis.from_url(settings.redis_url))
-                               if settings.redis_url else MemorySessions())
+    sessions: SessionLedger = (RedisSessions(Redis(connection_pool=redis))
+                               if redis is not None else MemorySessions())
     trail.start()
     try:
         yield trail, sessions
@@ -234,7 +235,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_graph(settings) as db, open_hub(settings, db) as hub, \
-                open_audit(settings, db) as (trail, sessions):
+                open_audit(settings, db, limits.pool) as (trail, sessions):
             hub.renderer = GraphQLRenderer(endpoint.documents.schema, hub.hints)
             verifier = TokenVerifier(settings)
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub,

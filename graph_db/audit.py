@@ -1,7 +1,7 @@
 """The audit trail in the graph: (:AuditEvent) nodes, appended in batches and read by filter.
 
 Append-only: this module is the only code that touches AuditEvent, and it only creates and
-reads them (tests/test_audit.py checks every statement). An event holds ids, never content:
+reads them (tests/test_audit_trail.py checks every statement). An event holds ids, never content:
 no message text, no token. Its room is a property, not a relationship, so deleting a room
 (DETACH DELETE) leaves its trail whole.
 """

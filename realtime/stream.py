@@ -126,7 +126,8 @@ class RoomStream:
                     await sub.send(payload)
                     sent += 1
                 sub.delivered_seq = record.seq
-            FANOUT_DELIVERIES.inc(sent)
+            if sent:
+                FANOUT_DELIVERIES.inc(sent)
 
     def cursor(self, seq: int) -> str:
         return cursor.encode(self.room_id, seq)

@@ -35,7 +35,7 @@ from graph_db.audit import AuditQuery, AuditRecord, Outcome
 from graph_db.models import Role, now_ms
 from resolvers import pagination
 from resolvers.context import Context, Viewer
-from resolvers.errors import BadInput, Forbidden, is_unavailable
+from resolvers.errors import BadInput, Forbidden, masked
 
 # Codes that mean the service failed rather than refused the caller.
 FAILED_CODES = frozenset({"SERVICE_UNAVAILABLE", "INTERNAL_SERVER_ERROR", "REQUEST_TIMEOUT"})
@@ -99,8 +99,7 @@ def outcome_of(exc: BaseException) -> tuple[Outcome, str | None]:
         code = (exc.extensions or {}).get("code")
         code = code if isinstance(code, str) else "INTERNAL_SERVER_ERROR"
         return (Outcome.FAILED if code in FAILED_CODES else Outcome.DENIED), code
-    return Outcome.FAILED, ("SERVICE_UNAVAILABLE" if is_unavailable(exc)
-                            else "INTERNAL_SERVER_ERROR")
+    return Outcome.FAILED, masked(exc, "").code  # the code the caller is given
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +144,9 @@ class Audited(FieldExtension):
         object_id = kwargs.get(subject.by) if subject.by else None
         if subject.created and result is not None:
             object_id = getattr(result, "id", None)
-        room_id = scope.room_id
-        if room_id is None and subject.object_type == "Room" and object_id is not None:
-            room_id = str(object_id)
+        # A room's own operations concern that room; others, the one access found.
+        room_id = (str(object_id) if subject.object_type == "Room" and object_id is not None
+                   else scope.room_id)
         record(info.context, f"{info.operation.operation.value}.{info.field_name}", outcome,
                object_type=subject.object_type,
                object_id=str(object_id) if object_id is not None else None,

@@ -57,10 +57,6 @@ class Services:
     # Users whose current claims this process already wrote: skips a write per request.
     _known: OrderedDict[str, UserRecord] = field(default_factory=OrderedDict)
 
-    async def viewer_from_token(self, token: str) -> Viewer:
-        """Verifies the token and creates or updates the user from its claims."""
-        return await self.viewer_for(await self.verifier.verify(token))
-
     async def viewer_for(self, claims: Claims) -> Viewer:
         """The user of verified claims, created or updated from them."""
         role = claims.role
@@ -86,6 +82,8 @@ class Context:
     auth: Viewer | AuthError | DatabaseUnavailable | None = None
     # Set by strawberry from the WebSocket connection_init payload.
     connection_params: dict[str, Any] | None = None
+    # A socket's token as verified for WS_MAX_CONNECTIONS before the ack: not verified twice.
+    claims: Claims | None = None
 
     @property
     def db(self) -> GraphDB:

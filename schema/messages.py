@@ -165,6 +165,6 @@ class MessageMutation:
                               emoji: str) -> Message:
         return Message.of(await resolve.remove_reaction(info.context, message_id, emoji))
 
-    @strawberry.mutation(extensions=audited("Room", by="room_id", room="room_id"))
+    @strawberry.mutation(extensions=audited("Room", by="room_id"))
     async def mark_room_read(self, info: Ctx, room_id: strawberry.ID, up_to_seq: int) -> Room:
         return Room.of(await resolve.mark_room_read(info.context, room_id, up_to_seq))

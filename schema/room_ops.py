@@ -34,7 +34,7 @@ class RoomQuery:
                                         after=after)
         return UserConnection.of(page)
 
-    @strawberry.field(extensions=audited("Room", by="id", room="id", lookup=True))
+    @strawberry.field(extensions=audited("Room", by="id", lookup=True))
     async def room(self, info: Ctx, id: strawberry.ID) -> Room | None:
         found = await rooms.room(info.context, id)
         return Room.of(found) if found else None
@@ -58,24 +58,24 @@ class RoomMutation:
             visibility=input.visibility, max_participants=input.max_participants,
             invite_user_ids=[str(i) for i in input.invite_user_ids or []]))
 
-    @strawberry.mutation(extensions=audited("Room", by="id", room="id"))
+    @strawberry.mutation(extensions=audited("Room", by="id"))
     async def update_room(self, info: Ctx, id: strawberry.ID, input: UpdateRoomInput) -> Room:
         return Room.of(await rooms.update_room(info.context, id, input.changes()))
 
-    @strawberry.mutation(extensions=audited("Room", by="id", room="id"))
+    @strawberry.mutation(extensions=audited("Room", by="id"))
     async def delete_room(self, info: Ctx, id: strawberry.ID) -> strawberry.ID:
         return strawberry.ID(await rooms.delete_room(info.context, id))
 
-    @strawberry.mutation(extensions=audited("Room", by="id", room="id"))
+    @strawberry.mutation(extensions=audited("Room", by="id"))
     async def join_room(self, info: Ctx, id: strawberry.ID,
                         message: str | None = None) -> JoinRoomResult:
         return JoinRoomResult.of(await membership.join_room(info.context, id, message))
 
-    @strawberry.mutation(extensions=audited("Room", by="id", room="id"))
+    @strawberry.mutation(extensions=audited("Room", by="id"))
     async def leave_room(self, info: Ctx, id: strawberry.ID) -> Room:
         return Room.of(await membership.leave_room(info.context, id))
 
-    @strawberry.mutation(extensions=audited("Room", by="room_id", room="room_id"))
+    @strawberry.mutation(extensions=audited("Room", by="room_id"))
     async def invite_to_room(self, info: Ctx, room_id: strawberry.ID,
                              user_ids: list[strawberry.ID]) -> Room:
         return Room.of(await membership.invite(info.context, room_id, [str(u) for u in user_ids]))

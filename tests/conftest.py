@@ -46,6 +46,13 @@ def serving(tmp_path_factory: pytest.TempPathFactory, name: str,
 
 
 @contextlib.asynccontextmanager
+async def people_at(url: str, tmp_path: Path) -> AsyncIterator[People]:
+    """Personas of a service running as its own process (tokens signed with SECRET)."""
+    async with contextlib.aclosing(People(make_settings(tmp_path), url)) as crowd:
+        yield crowd
+
+
+@contextlib.asynccontextmanager
 async def people_of(server: LiveServer) -> AsyncIterator[People]:
     """Personas of `server`, its data wiped first."""
     server.wipe()

@@ -6,7 +6,6 @@ appears anywhere in the log. The text format (the default) has the same operatio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from observability.logs import TEXT_FORMAT, JsonFormatter
-from tests.conftest import SECRET, make_settings
+from tests.conftest import SECRET, people_at
 from tests.gql_helpers import register
 from tests.personas import People, make_room
 from tests.processes import Cluster, running_cluster
@@ -99,8 +98,7 @@ async def test_every_line_is_json_with_the_operation_fields_and_nothing_secret(
     secrets = {"variable": f"content-var-{mark}", "inline": f"content-inline-{mark}",
                "url": f"url-var-{mark}", "error": f"error-input-{mark}",
                "token": f"not.a.token-{mark}", "request_id": f"req-{mark[:12]}"}
-    async with contextlib.aclosing(People(make_settings(tmp_path),
-                                          cluster.services["json"].url)) as people:
+    async with people_at(cluster.services["json"].url, tmp_path) as people:
         await traffic(cluster, people, secrets)
     service = cluster.services["json"]
     await asyncio.to_thread(service.stop)  # SIGTERM: shutdown lines too, then nothing more

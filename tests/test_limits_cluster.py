@@ -5,13 +5,12 @@ two `python -m app` processes, a private redis-server and the embedded graph
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SECRET, make_settings
+from tests.conftest import SECRET, people_at
 from tests.personas import People, Persona
 from tests.processes import Cluster, running_cluster
 from tests.wsclient import WSClient, bearer, connect
@@ -30,8 +29,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def people(cluster: Cluster, tmp_path: Path) -> AsyncIterator[People]:
-    crowd = People(make_settings(tmp_path), cluster.services["a"].url)
-    async with contextlib.aclosing(crowd):
+    async with people_at(cluster.services["a"].url, tmp_path) as crowd:
         yield crowd
 
 

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import SECRET, make_settings
+from tests.conftest import SECRET, people_at
 from tests.gql_helpers import register
 from tests.personas import People, Persona, make_room
 from tests.processes import Cluster, running_cluster
@@ -84,8 +84,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def people(cluster: Cluster, tmp_path: Path) -> AsyncIterator[People]:
-    crowd = People(make_settings(tmp_path), cluster.services["a"].url)
-    async with contextlib.aclosing(crowd):
+    async with people_at(cluster.services["a"].url, tmp_path) as crowd:
         yield crowd
 
 

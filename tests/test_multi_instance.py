@@ -23,7 +23,7 @@ import websockets
 from websockets.typing import Subprotocol
 
 from realtime import cursor as event_cursor
-from tests.conftest import SECRET, make_settings
+from tests.conftest import SECRET, people_at
 from tests.personas import People, Persona, make_room
 from tests.processes import Cluster, Service, running_cluster
 
@@ -53,9 +53,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def people(cluster: Cluster, tmp_path: Path) -> AsyncIterator[People]:
-    crowd = People(make_settings(tmp_path), cluster.services["a"].url)
-    yield crowd
-    await crowd.aclose()
+    async with people_at(cluster.services["a"].url, tmp_path) as crowd:
+        yield crowd
 
 
 def on(people: People, persona: Persona, service: Service) -> Persona:
@@ -556,3 +555,29 @@ async def test_subscribing_on_b_right_after_a_redis_restart(
     assert_gap_free(sub.durable(), start + 1, live["seq"])
 
 
+TRAIL = """
+query($actor: ID!, $action: String!) {
+  auditEvents(filter: {actorId: $actor, action: $action}) { edges { node { objectId } } }
+}"""
+
+
+async def test_a_session_starts_once_across_instances(cluster: Cluster, people: People
+                                                      ) -> None:
+    """The session ledger is in Redis: a token's first use on one instance is its only
+    `session.start`, wherever it is used next."""
+    doctor, admin = people.make_user("doctor"), people.make_user("admin")
+    elsewhere = on(people, doctor, cluster.services["b"])
+    await doctor.gql("{ me { id } }")
+    await elsewhere.gql("{ me { id } }")
+    for who in (doctor, elsewhere):  # recorded after each instance's session check
+        await make_room(who)
+
+    async def trail(action: str) -> list[str]:
+        data = await admin.gql(TRAIL, actor=doctor.id, action=action)
+        return [e["node"]["objectId"] for e in data["auditEvents"]["edges"]]
+
+    deadline = time.monotonic() + 15
+    while len(await trail("mutation.createRoom")) < 2:  # both instances' batches are in
+        assert time.monotonic() < deadline, "the instances did not write their trail"
+        await asyncio.sleep(0.2)
+    assert len(await trail("session.start")) == 1

@@ -5,7 +5,6 @@ resolver spans under it, and no document text or argument value in any span."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import threading
 import time
@@ -23,8 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.conftest import SECRET, make_settings
-from tests.personas import People, make_room
+from tests.conftest import SECRET, people_at
+from tests.personas import make_room
 from tests.processes import Cluster, running_cluster
 from tests.wsclient import connect
 
@@ -116,7 +115,7 @@ async def test_operations_are_traced_without_their_input(
         cluster: Cluster, collector: Collector, tmp_path: Path) -> None:
     service = cluster.services["traced"]
     secret = f"content-{uuid.uuid4().hex}"
-    async with contextlib.aclosing(People(make_settings(tmp_path), service.url)) as people:
+    async with people_at(service.url, tmp_path) as people:
         host = people.make_user("doctor")
         await host.gql("query TracedMe { me { id displayName } }")
         room = (await make_room(host))["id"]

@@ -97,7 +97,6 @@ class IntrospectionDisabled(NoSchemaIntrospectionCustomRule):
     federation's `_service { sdl }` are not introspection and stay available)."""
 
     def report_error(self, error: GraphQLError) -> None:
-        # metrics/audit: introspection refused
         error.extensions = {"code": "INTROSPECTION_DISABLED"}
         super().report_error(error)
 
@@ -136,7 +135,6 @@ class DocumentCache:
         except GraphQLError as error:
             return Compiled(None, None, [self._coded(error)])
         operation = _operation(document, operation_name)
-        # metrics/audit: operation limits (the errors of this validation are the refusals)
         errors = validate(self.schema, document, [self._limits_rule])
         if not errors:  # the full validation only within the limits (it is the costly part)
             errors = validate(self.schema, document, self._rules,

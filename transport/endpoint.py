@@ -112,8 +112,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     async def _authenticate(context: Context, header: str) -> Any:
         """The viewer, or why not: a bad token, or a database that could not record the user
         (the operation then answers SERVICE_UNAVAILABLE instead of a 500)."""
+        services = context.services
         try:
-            return await context.services.viewer_from_token(parse_bearer(header))
+            claims = context.claims or await services.verifier.verify(parse_bearer(header))
+            return await services.viewer_for(claims)
         except (AuthError, DatabaseUnavailable) as exc:
             return exc
 

@@ -217,7 +217,6 @@ class GraphQLHTTP:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            # metrics/audit: request timeout
             raise HTTPProblem(504, error=RequestTimeout(self.limits.timeout)) from None
 
     async def _register(self, resolved: Resolved, context: Context) -> None:

@@ -77,7 +77,6 @@ async def _body(request: Request, max_bytes: int) -> bytes:
 
 
 def _too_large(max_bytes: int) -> HTTPProblem:
-    # metrics/audit: payload too large
     return HTTPProblem(413, headers={"connection": "close"}, error=PayloadTooLarge(max_bytes))
 
 

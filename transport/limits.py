@@ -94,7 +94,6 @@ def parse_limited(query: str, limits: OperationLimits) -> DocumentNode:
         found = _PARSER_LIMIT.search(error.message)
         if found is None:
             raise
-        # metrics/audit: operation limits (tokens)
         raise TokenLimitExceeded(
             f"the document has more than {limits.max_tokens} {found.group(1)}; "
             f"at most {limits.max_tokens} are allowed", maxTokens=limits.max_tokens) from None

@@ -140,7 +140,6 @@ class RateLimiter:
             if retry_after is None:
                 return
             refusal = self._remember(key, cost, retry_after)
-        # metrics/audit: rate limited
         raise refusal
 
     async def _take(self, key: str, cost: int) -> float | None:

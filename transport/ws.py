@@ -104,7 +104,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self._bucket is None:
             self._bucket = TokenBucket(self.limits.message_rate, self.limits.message_burst)
         if not self._bucket.take():
-            # metrics/audit: websocket message rate
             rate_limited("messages")
             await self._close(CLOSE_TOO_MANY_MESSAGES, "too many messages")
             return
@@ -157,12 +156,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         connections = self.view.connections  # type: ignore[attr-defined]
         slot = await connections.acquire(claims.user_id)
         if slot is None:
-            # metrics/audit: connection limit
             rate_limited("connections")
             await self._close(CLOSE_TOO_MANY_CONNECTIONS,
                               f"more than {connections.limit} connections for this user")
             return False
         self._slot = (claims.user_id, slot)
+        self.context.claims = claims
         return True
 
     async def cleanup_operation(self, operation_id: str) -> None:
@@ -220,7 +219,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                                          "payload": [e.formatted for e in errors]})
                 return True
             if len(self.operations) >= self.limits.max_subscriptions:
-                # metrics/audit: subscription limit
                 rate_limited("subscriptions")
                 errors = [SubscriptionLimitExceeded(self.limits.max_subscriptions)]
         if errors:  # refused, not invalid: `next` with the errors, then `complete`
@@ -245,7 +243,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except TimeoutError:
             if not deadline.expired():
                 raise
-            # metrics/audit: request timeout
             error = RequestTimeout(self.limits.timeout)
             await operation.send_operation_message(
                 {"id": operation.id, "type": "next",
