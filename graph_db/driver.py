@@ -97,10 +97,12 @@ def in_background() -> Iterator[None]:
 
 @dataclass
 class QueryStats:
-    """Counts queries sent to the server, so tests can prove DataLoaders batch (N+1 guard)."""
+    """Counts queries sent to the server, so tests can prove DataLoaders batch (N+1 guard),
+    and attempts retried after a transient error (conflicts, outages)."""
 
     queries: int = 0
     background: int = 0
+    retried: int = 0
 
     def count(self) -> None:
         if _background.get():
@@ -259,6 +261,7 @@ class GraphDB:
                         self.report(False)
                         raise DatabaseUnavailable(f"graph database unreachable: {exc}") from exc
                     raise
+                self.stats.retried += 1
                 log.debug("retrying after %s", exc.__class__.__name__)
             else:
                 if not self.available:

@@ -62,7 +62,9 @@ async def test_graceful_stops_under_transactions_answer_unavailable(tmp_path: Pa
         await asyncio.gather(*tasks)
         await db.close()
         graph.stop()
-    assert outcomes["unavailable"] > 0, outcomes  # the stops did hit transactions
+    # The stops did hit transactions: some were retried, some perhaps past the budget (a
+    # machine that restarts the server within UNAVAILABLE_FOR_S answers them all, as CI did).
+    assert db.stats.retried + outcomes["unavailable"] > 0, outcomes
     assert set(outcomes) == {"ok", "unavailable"}, outcomes
 
 
