@@ -31,6 +31,7 @@ from neo4j.exceptions import (
     SessionExpired,
 )
 
+from observability import metrics
 from observability.metrics import DB_READ, DB_WRITE
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,8 @@ class GraphDB:
                         raise DatabaseUnavailable(f"graph database unreachable: {exc}") from exc
                     raise
                 self.stats.retried += 1
+                (metrics.DB_RETRIED_CONFLICT if budget == RETRY_FOR_S
+                 else metrics.DB_RETRIED_UNAVAILABLE).inc()
                 log.debug("retrying after %s", exc.__class__.__name__)
             else:
                 if not self.available:

@@ -62,6 +62,9 @@ FANOUT_DELIVERIES = Counter("collab_fanout_deliveries", "Frames the room streams
 DB_QUERY = Histogram("collab_db_query_seconds", "Graph database statements and transactions "
                      "(each attempt), by access mode.", ["access"], registry=REGISTRY,
                      buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+DB_RETRIES = Counter("collab_db_retries", "Graph database attempts retried, by reason: a write "
+                     "conflict (or deadlock), or the server unreachable or restarting.",
+                     ["reason"], registry=REGISTRY)
 RATE_LIMITED = Counter("collab_rate_limited", "Refusals by the rate and WebSocket limits.",
                        ["kind"], registry=REGISTRY)
 AUDIT_WRITTEN = Counter("collab_audit_records", "Audit records written, by sink.", ["sink"],
@@ -82,6 +85,8 @@ for _kind in RATE_LIMIT_KINDS:
 for _code in CLOSE_CODES:
     WS_DISCONNECTS.labels(str(_code))
 DB_READ, DB_WRITE = DB_QUERY.labels("read"), DB_QUERY.labels("write")
+DB_RETRIED_CONFLICT, DB_RETRIED_UNAVAILABLE = (DB_RETRIES.labels("conflict"),
+                                               DB_RETRIES.labels("unavailable"))
 if MULTIPROCESS_DIR is None:  # process figures make no sense summed over processes
     ProcessCollector(registry=REGISTRY)
 

@@ -16,9 +16,14 @@ from neo4j.exceptions import DatabaseError
 
 from graph_db.driver import UNKNOWN_SERVER_ERROR, DatabaseUnavailable, GraphDB, Tx
 from graph_db.embedded import EmbeddedGraphServer
+from observability.metrics import REGISTRY
 from tests.processes import GraphServer
 
 WORKERS, RESTARTS = 20, 6
+
+
+def unavailable_retries() -> float:
+    return REGISTRY.get_sample_value("collab_db_retries_total", {"reason": "unavailable"}) or 0
 
 
 def connect(env: dict[str, str]) -> GraphDB:
@@ -31,6 +36,7 @@ async def test_graceful_stops_under_transactions_answer_unavailable(tmp_path: Pa
     db = connect(graph.env)
     outcomes: Counter[str] = Counter()
     stop = asyncio.Event()
+    retried_before = unavailable_retries()
 
     async def worker(n: int) -> None:
         i = 0
@@ -65,6 +71,8 @@ async def test_graceful_stops_under_transactions_answer_unavailable(tmp_path: Pa
     # The stops did hit transactions: some were retried, some perhaps past the budget (a
     # machine that restarts the server within UNAVAILABLE_FOR_S answers them all, as CI did).
     assert db.stats.retried + outcomes["unavailable"] > 0, outcomes
+    # ... and collab_db_retries_total{reason="unavailable"} counted each retry.
+    assert unavailable_retries() - retried_before == db.stats.retried
     assert set(outcomes) == {"ok", "unavailable"}, outcomes
 
 
