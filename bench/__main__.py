@@ -1,12 +1,16 @@
-"""`python -m bench [fanout | http]`: ours against raw Starlette baselines, and what the audit
-trail costs. Without an argument both benches run, one after the other, against one graph
-server.
+"""`python -m bench [fanout | http | writes | storm]`: ours against raw Starlette baselines
+(writes: against the database driver alone), and what the audit trail costs. Without an
+argument every bench runs, one after the other, against one graph server.
 
 - fanout (bench.fanout): `roomEvents` subscriptions against a raw WebSocket broadcast, at
   N = 100, 1,000, 5,000 subscribers; ours also with the audit trail off at N = 1,000;
 - http (bench.httpbench): `me`, a rooms page and a message page over HTTP POST (wrk, 16
   connections) against a raw JSON endpoint, ours with the trail on and off; Cypher round
-  trips per operation.
+  trips per operation;
+- writes (bench.writes): `sendMessage` in a closed loop at 1 room x 1, 8, 32 senders and 50
+  rooms x 32, against the driver alone running the same write (the database's ceiling);
+- storm (bench.storm): N = 1,000 and 5,000 clients reconnecting at once (connect, init,
+  resume `roomEvents` after a cursor, first event) against a raw handshake.
 
 Servers run pinned to core 0 (ours with the embedded graph database's JVM, started once here),
 load generators pinned to core 1. The audit trail's cost (trail on against off, same run) is
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, httpbench
+from bench import fanout, httpbench, storm, writes
 from bench.report import AuditCost, audit_summary, audit_table, loadavg, measured
 from bench.service import graph_server, raise_nofile
 
@@ -77,12 +81,21 @@ async def run(args: argparse.Namespace, profile_dir: Path | None) -> Outcome:
                 await outcome.part(
                     "http", httpbench.measure(args, graph, work),
                     lambda result, took: httpbench.report(result, took, args, cores))
+            if args.what in ("writes", "all"):
+                await outcome.part(
+                    "writes", writes.measure(args, graph, work),
+                    lambda result, took: writes.report(result, took, args, cores))
+            if args.what in ("storm", "all"):
+                await outcome.part(
+                    "storm", storm.measure(args, graph, work),
+                    lambda runs, took: storm.report(runs, took, cores, args))
     return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     httpbench.resolve(args)
+    writes.resolve(args)
     if (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 cores; server and loadgen will share one", file=sys.stderr)
     raise_nofile()
@@ -110,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", choices=["fanout", "http", "all"], default="all",
-                   help="which bench (default: all, fan-out then HTTP)")
+    p.add_argument("what", nargs="?", choices=["fanout", "http", "writes", "storm", "all"],
+                   default="all",
+                   help="which bench (default: all: fan-out, HTTP, writes, then storm)")
     p.add_argument("--quick", action="store_true",
                    help="fan-out: N = 100, 1,000 and half the messages; HTTP: 2 + 4 s runs")
     p.add_argument("--rounds", type=int, default=2,
@@ -119,6 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", help="also write every run's raw results here")
     fanout.add_arguments(p)
     httpbench.add_arguments(p)
+    writes.add_arguments(p)
+    storm.add_arguments(p)
     return p.parse_args(argv)
 
 

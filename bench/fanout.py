@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import gcpause
 from bench.httpbench import drained
 from bench.report import AuditCost
-from bench.service import Room, Server, setup_room
+from bench.service import METRICS_TOKEN, Room, Server, setup_room
 from graph_db.embedded import EmbeddedGraphServer
 
 DEFAULT_SIZES = (100, 1000, 5000)
@@ -256,7 +257,7 @@ async def measure(args: argparse.Namespace, graph: EmbeddedGraphServer, work: Pa
         print(f"fan-out set-up: {users:,} users joined one room in "
               f"{time.monotonic() - t0:.0f} s", file=sys.stderr)
         setup = work / "room.json"
-        setup.write_text(json.dumps(room.as_json()))
+        setup.write_text(json.dumps({**room.as_json(), "metrics_token": METRICS_TOKEN}))
         ours.stop()
         # The set-up's writes leave the database busy for a while (seen: half a core during
         # the first run, which then measured 30 % below the next ones): start when it is quiet.
@@ -295,7 +296,11 @@ def report(runs: list[dict[str, Any]], seconds: float, cores: int,
              f"{seconds:.0f} s\n", table(results),
              "\nGoals: deliveries/s >= 0.5x raw at N = 1,000 and 5,000; p99 <= 2x raw. "
              "Latency: light steady load; throughput: publishing faster than the server fans "
-             "out.\n", diagnostics(results)]
+             "out.\n", diagnostics(results),
+             "\nLongest garbage-collection pause of ours during each throughput phase (every "
+             "round; from its /metrics right before and after the phase: exact when "
+             "collab_gc_pause_max_seconds rose in it, else the bounds of the highest "
+             "collab_gc_pause_seconds bucket that grew):\n", gcpause.table(runs)]
     if profile_dir is not None:
         for path in sorted(profile_dir.glob("ours-*.speedscope.json")):
             parts.append(f"\n{path.name}: own time, top functions\n{top_functions(path)}")

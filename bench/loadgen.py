@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from bench import gcpause
 from bench.wsclient import T0, Http, Stats, WSClient, pct
 
 PAD = 10  # content ~35 characters: our `next` frame with the 5-field selection is ~250 bytes
@@ -87,6 +88,7 @@ class LoadGen:
         self.room: str = setup.get("room", "")
         self.tokens: list[str] = setup.get("tokens", [])
         self.auth = f"Authorization: Bearer {setup['host_token']}\r\n" if self.ours else ""
+        self.metrics_token: str | None = setup.get("metrics_token")
         self.pool: asyncio.Queue[Http] = asyncio.Queue()
         for _ in range(args.concurrency):
             self.pool.put_nowait(Http(args.host, args.port))
@@ -231,6 +233,15 @@ class LoadGen:
             "deliveries_per_server_cpu_s": round(st.count / max(srv1 - srv0, 1e-9)),
         }
 
+    async def _gc_scrape(self) -> gcpause.Scrape | str | None:
+        """Ours' GC pause figures (bench.gcpause); what went wrong instead; raw has none."""
+        if not self.ours:
+            return None
+        try:
+            return await gcpause.scrape(self.args.host, self.args.port, self.metrics_token)
+        except Exception as exc:
+            return repr(exc)[:200]
+
     async def _profile(self, limit: float) -> asyncio.subprocess.Process | None:
         """py-spy records the server (not pausing it) for the throughput phase."""
         exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) \
@@ -263,8 +274,14 @@ class LoadGen:
         if st.ready == args.n:
             result["latency"] = await self.phase("l", args.lat_messages, args.lat_rate,
                                                  args.phase_limit)
+            gc0 = await self._gc_scrape()
             result["throughput"] = await self.phase("t", args.tput_messages, args.tput_rate,
                                                     args.phase_limit)
+            gc1 = await self._gc_scrape()
+            if isinstance(gc0, gcpause.Scrape) and isinstance(gc1, gcpause.Scrape):
+                result["throughput"]["gc"] = gcpause.during(gc0, gc1)
+            elif self.ours:
+                result["throughput"]["gc"] = {"error": gc0 if isinstance(gc0, str) else gc1}
         result["errors"], result["first_error"] = st.errors, st.first_error
         self.close_all()
         await asyncio.sleep(0.5)

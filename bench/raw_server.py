@@ -2,6 +2,11 @@
 service (websockets-sansio, no per-message deflate). Clients connect to /ws; a POST /publish
 body is sent as is to every socket with a plain loop of `await ws.send_text(...)`.
 
+For the reconnect storm (bench.storm), `/graphql` is the least a graphql-transport-ws server
+does: it accepts the subprotocol, answers `connection_init` with `connection_ack` and
+`subscribe` with one canned `next` frame shaped like ours (the storm's message, the same
+size), and keeps the socket open.
+
 For the HTTP bench (bench.httpbench), `POST /json` is the least a JSON API endpoint does: it
 reads and decodes the JSON request body and answers a small JSON body shaped like a GraphQL
 answer (`{"data": {"me": {...}}}`, ~90 bytes) with Starlette's `JSONResponse`.
@@ -13,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import resource
+import time
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,13 +28,37 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from bench.loadgen import content, raw_frame
+
 HEARTBEAT_S = 30  # the service's default ws_heartbeat_interval
 ANSWER = {"data": {"me": {"id": "bench-doctor-0123456789", "displayName": "Dr Reader",
                           "role": "DOCTOR"}}}
+ACK = '{"type":"connection_ack"}'
+STORM_SEQ = 1003  # about the seq of the storm's message in ours' room (1,000 joins before it)
+
+
+def next_tail() -> str:
+    """The storm's `next` frame after its id: the payload of a frame shaped like ours."""
+    frame = raw_frame(content("s", 0, time.monotonic_ns()), STORM_SEQ).decode()
+    return frame[frame.index(',"type":"next"'):]
 
 
 def create_app() -> Starlette:
     sockets: set[WebSocket] = set()
+    tail = next_tail()  # one canned frame for every storm socket
+
+    async def storm_socket(ws: WebSocket) -> None:
+        await ws.accept(subprotocol="graphql-transport-ws")
+        try:
+            while True:
+                message = json.loads(await ws.receive_text())
+                kind = message.get("type") if isinstance(message, dict) else None
+                if kind == "connection_init":
+                    await ws.send_text(ACK)
+                elif kind == "subscribe":
+                    await ws.send_text('{"id":' + json.dumps(message.get("id")) + tail)
+        except WebSocketDisconnect:
+            pass
 
     async def subscribe(ws: WebSocket) -> None:
         await ws.accept()
@@ -59,6 +90,7 @@ def create_app() -> Starlette:
         return JSONResponse({"status": "ok", "sockets": len(sockets)})
 
     return Starlette(routes=[WebSocketRoute("/ws", subscribe),
+                             WebSocketRoute("/graphql", storm_socket),
                              Route("/publish", publish, methods=["POST"]),
                              Route("/json", answer, methods=["POST"]),
                              Route("/healthz", healthz)])

@@ -48,6 +48,9 @@ JOIN_ROOM = """mutation($id: ID!) { joinRoom(id: $id) { status } }"""
 # tests' services have them (tests/processes.py).
 LIMITS_OUT_OF_THE_WAY = {"RATE_LIMIT_REQUESTS": "1000000000", "WS_MAX_CONNECTIONS": "1000000",
                          "WS_MESSAGE_RATE": "1000000", "WS_MESSAGE_BURST": "1000000"}
+# /metrics needs this bearer token (whatever METRICS_TOKEN the bench was started with): the
+# fan-out's load generator reads the server's GC pauses there (bench.gcpause).
+METRICS_TOKEN = "bench-metrics-token-0123456789"
 
 
 def raise_nofile() -> None:
@@ -104,6 +107,7 @@ class Server:
                        ROOM_MAX_PARTICIPANTS=str(MAX_PARTICIPANTS),
                        COLLABORATION_HOST=HOST, COLLABORATION_PORT=str(self.port),
                        LOG_LEVEL="WARNING", AUDIT_ENABLED="true" if self.audit else "false",
+                       METRICS_TOKEN=METRICS_TOKEN,
                        **LIMITS_OUT_OF_THE_WAY)
             for name in ("REDIS_URL", "DEBUG", "AUDIT_LOG_FILE", "PERSISTED_QUERIES_ONLY",
                          "PERSISTED_QUERIES_MANIFEST", "OTEL_EXPORTER_OTLP_ENDPOINT",

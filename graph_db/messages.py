@@ -21,7 +21,7 @@ from graph_db.models import _at, from_ms, now_ms
 
 # A deleted message keeps its content in storage (moderation, audit) but it never leaves the
 # database: the projection blanks everything a reader could recover it from.
-_FIELDS = """{id: m.id, roomId: m.roomId, authorId: m.authorId, createdAt: m.createdAt,
+FIELDS = """{id: m.id, roomId: m.roomId, authorId: m.authorId, createdAt: m.createdAt,
   editedAt: m.editedAt, deleted: m.deleted, seq: m.seq, parentId: m.parentId, rootId: m.rootId,
   content: CASE WHEN m.deleted THEN '' ELSE m.content END,
   mentionIds: CASE WHEN m.deleted THEN [] ELSE m.mentionIds END,
@@ -31,18 +31,18 @@ _FIELDS = """{id: m.id, roomId: m.roomId, authorId: m.authorId, createdAt: m.cre
 BY_IDS = f"""
 UNWIND $ids AS id
 OPTIONAL MATCH (m:Message {{id: id}})
-RETURN id AS key, CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS m
+RETURN collect([id, CASE WHEN m IS NULL THEN NULL ELSE {FIELDS} END]) AS rows
 """
 
-BY_ID = f"MATCH (m:Message {{id: $id}}) RETURN {_FIELDS} AS m"
+BY_ID = f"MATCH (m:Message {{id: $id}}) RETURN {FIELDS} AS m"
 
-BY_CLIENT_KEY = f"MATCH (m:Message {{clientKey: $key}}) RETURN {_FIELDS} AS m"
+BY_CLIENT_KEY = f"MATCH (m:Message {{clientKey: $key}}) RETURN {FIELDS} AS m"
 
 # A resend is answered only to a participant, like the send itself.
 RESENT = f"""
 MATCH (r:Room {{id: $roomId}})<-[:MEMBER_OF]-(:User {{id: $authorId}})
 MATCH (m:Message {{clientKey: $key}})
-RETURN {_FIELDS} AS m
+RETURN {FIELDS} AS m
 """
 
 # Mentions name users who are participants at send time; anyone else is dropped here, in the
@@ -59,7 +59,7 @@ CREATE (m:Message {{id: $id, roomId: $roomId, authorId: $authorId, content: $con
                     rootId: $rootId, clientKey: $clientKey, mentionIds: {_MENTIONED},
                     editContents: [], editTimes: []}})
 CREATE (u)-[:POSTED]->(m)-[:IN]->(r)
-RETURN seq, {_FIELDS} AS m
+RETURN seq, {FIELDS} AS m
 """
 
 LINK_ROOT = """
@@ -74,13 +74,13 @@ WHERE NOT m.deleted AND m.content <> $content
 SET m.editContents = coalesce(m.editContents, []) + [m.content],
     m.editTimes = coalesce(m.editTimes, []) + [coalesce(m.editedAt, m.createdAt)],
     m.content = $content, m.editedAt = $now, m.mentionIds = {_MENTIONED}
-RETURN {_FIELDS} AS m
+RETURN {FIELDS} AS m
 """
 
 SOFT_DELETE = f"""
 MATCH (m:Message {{id: $id}}) WHERE NOT m.deleted
 SET m.deleted = true, m.deletedAt = $now, m.deletedBy = $userId
-RETURN {_FIELDS} AS m
+RETURN {FIELDS} AS m
 """
 
 ADD_REACTION = f"""
@@ -88,35 +88,26 @@ MATCH (u:User {{id: $userId}}), (m:Message {{id: $id}}) WHERE NOT m.deleted
 OPTIONAL MATCH (u)-[x:REACTED {{emoji: $emoji}}]->(m)
 WITH u, m, x WHERE x IS NULL
 CREATE (u)-[:REACTED {{emoji: $emoji, at: $now}}]->(m)
-RETURN {_FIELDS} AS m
+RETURN {FIELDS} AS m
 """
 
 REMOVE_REACTION = f"""
 MATCH (:User {{id: $userId}})-[x:REACTED {{emoji: $emoji}}]->(m:Message {{id: $id}})
 WHERE NOT m.deleted
 DELETE x
-RETURN {_FIELDS} AS m
+RETURN {FIELDS} AS m
 """
 
 REACTIONS = """
 UNWIND $ids AS id
-OPTIONAL MATCH (u:User)-[x:REACTED]->(:Message {id: id})
-WITH id, u, x ORDER BY x.at, u.id
-RETURN id, collect(CASE WHEN x IS NULL THEN NULL
-                        ELSE {userId: u.id, emoji: x.emoji, at: x.at} END) AS rs
+MATCH (m:Message {id: id})
+RETURN collect([id, [(m)<-[x:REACTED]-(u:User) | [u.id, x.emoji, x.at]]]) AS rows
 """
 
 # Deleted replies still count: the thread keeps them (shown as deleted).
 REPLY_COUNTS = """
 UNWIND $ids AS id
-RETURN id, COUNT { (m:Message {rootId: id}) } AS n
-"""
-
-ROOM_PAGE = f"""
-MATCH (m:Message {{roomId: $roomId}})
-WHERE m.rootId IS NULL AND ($before IS NULL OR m.seq < $before)
-WITH m ORDER BY m.seq DESC LIMIT $limit
-RETURN {_FIELDS} AS m
+RETURN collect([id, COUNT { (m:Message {rootId: id}) }]) AS rows
 """
 
 # Pages of several threads at once (a message list asking for each message's replies): a
@@ -126,7 +117,7 @@ UNWIND $keys AS key
 OPTIONAL MATCH (m:Message {{rootId: key[0]}})
 WHERE key[1] IS NULL OR m.seq > key[1]
 WITH key, m ORDER BY m.seq
-WITH key, collect(CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END) AS ms
+WITH key, collect(CASE WHEN m IS NULL THEN NULL ELSE {FIELDS} END) AS ms
 RETURN key, ms[0..key[2]] AS ms
 """
 
@@ -343,26 +334,24 @@ async def remove_reaction(db: GraphDB, message: MessageRecord, user_id: str,
 
 
 async def messages_by_ids(db: GraphDB, ids: list[str]) -> list[MessageRecord | None]:
-    rows = await db.read_rows(BY_IDS, ids=unique(ids))
+    rows = await db.read_table(BY_IDS, ("key", "m"), ids=unique(ids))
     return by_key(ids, rows, _message, None)
 
 
 async def reactions_by_messages(db: GraphDB, ids: list[str]) -> list[list[ReactionRecord]]:
-    rows = await db.read_rows(REACTIONS, ids=unique(ids))
-    return by_key(ids, rows, lambda r: [ReactionRecord(x["userId"], x["emoji"], int(x["at"]))
-                                        for x in r["rs"] if x], [], field="id")
+    rows = await db.read_table(REACTIONS, ("id", "rs"), ids=unique(ids))
+    return by_key(ids, rows, lambda r: reaction_records(r["rs"]), [], field="id")
+
+
+def reaction_records(found: list[list[Any]]) -> list[ReactionRecord]:
+    """[user id, emoji, at] triples as records, oldest first (ties by user id)."""
+    return sorted((ReactionRecord(u, e, int(at)) for u, e, at in found),
+                  key=lambda r: (r.at_ms, r.user_id))
 
 
 async def reply_counts(db: GraphDB, root_ids: list[str]) -> list[int]:
-    rows = await db.read_rows(REPLY_COUNTS, ids=unique(root_ids))
+    rows = await db.read_table(REPLY_COUNTS, ("id", "n"), ids=unique(root_ids))
     return by_key(root_ids, rows, lambda r: int(r["n"]), 0, field="id")
-
-
-async def room_page(db: GraphDB, room_id: str, *, before_seq: int | None,
-                    limit: int) -> list[MessageRecord]:
-    """Up to `limit` top-level messages before `before_seq`, newest last."""
-    rows = await db.read_rows(ROOM_PAGE, roomId=room_id, before=before_seq, limit=limit)
-    return [MessageRecord.from_row(r["m"]) for r in reversed(rows)]
 
 
 async def replies_pages(db: GraphDB, keys: list[tuple[str, int | None, int]]

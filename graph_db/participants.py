@@ -27,7 +27,8 @@ RETURN id, collect(CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END) AS ps
 COUNTS = """
 UNWIND $ids AS id
 OPTIONAL MATCH (r:Room {id: id})
-RETURN id, CASE WHEN r IS NULL THEN 0 ELSE COUNT { (r)<-[:MEMBER_OF]-(:User) } END AS n
+RETURN collect([id, CASE WHEN r IS NULL THEN 0
+                         ELSE COUNT { (r)<-[:MEMBER_OF]-(:User) } END]) AS rows
 """
 
 BY_KEYS = f"""
@@ -120,7 +121,7 @@ async def participants_by_rooms(db: GraphDB, ids: list[str]) -> list[list[Partic
 
 
 async def counts_by_rooms(db: GraphDB, ids: list[str]) -> list[int]:
-    rows = await db.read_rows(COUNTS, ids=unique(ids))
+    rows = await db.read_table(COUNTS, ("id", "n"), ids=unique(ids))
     return by_key(ids, rows, lambda r: int(r["n"]), 0, field="id")
 
 

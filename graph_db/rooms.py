@@ -35,7 +35,7 @@ RETURN count(u) AS invited
 BY_IDS = """
 UNWIND $ids AS id
 OPTIONAL MATCH (r:Room {id: id}) WHERE r.deletedAt IS NULL
-RETURN id AS key, r {.*} AS r
+RETURN collect([id, r {.*}]) AS rows
 """
 
 # One visibility rule for listing and counting; the resolver layer applies the same rule
@@ -52,14 +52,6 @@ WHERE (NOT $mine OR member)
        OR EXISTS { (r)<-[:INVITED_TO]-(:User {id: $viewer}) }
        OR (NOT $patient AND EXISTS { (:JoinRequest {roomId: r.id, userId: $viewer,
                                                     status: 'PENDING'}) }))
-"""
-
-PAGE = VISIBLE + """
-WITH r WHERE $afterMs IS NULL OR r.createdAt < $afterMs
-  OR (r.createdAt = $afterMs AND r.id < $afterId)
-RETURN r {.*} AS r
-ORDER BY r.createdAt DESC, r.id DESC
-LIMIT $limit
 """
 
 COUNT = VISIBLE + "RETURN count(r) AS n"
@@ -113,17 +105,8 @@ async def create_room(db: GraphDB, *, room_id: str, host_id: str, name: str,
 
 
 async def rooms_by_ids(db: GraphDB, ids: list[str]) -> list[RoomRecord | None]:
-    rows = await db.read_rows(BY_IDS, ids=unique(ids))
+    rows = await db.read_table(BY_IDS, ("key", "r"), ids=unique(ids))
     return by_key(ids, rows, lambda r: RoomRecord.from_row(r["r"]) if r["r"] else None, None)
-
-
-async def list_rooms(db: GraphDB, filt: RoomFilterArgs, *, after: tuple[int, str] | None,
-                     limit: int) -> list[RoomRecord]:
-    rows = await db.read_rows(
-        PAGE, **filt.params(), limit=limit,
-        afterMs=after[0] if after else None, afterId=after[1] if after else None,
-    )
-    return [RoomRecord.from_row(r["r"]) for r in rows]
 
 
 async def count_rooms(db: GraphDB, filt: RoomFilterArgs) -> int:
@@ -165,12 +148,12 @@ STANDING = """
 UNWIND $keys AS key
 OPTIONAL MATCH (r:Room {id: key[0]}) WHERE r.deletedAt IS NULL
 OPTIONAL MATCH (r)<-[m:MEMBER_OF]-(u:User {id: key[1]})
-RETURN key, r {.*} AS r,
+RETURN collect([key, r {.*},
        CASE WHEN m IS NULL THEN NULL
-            ELSE {roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt} END AS p,
-       r IS NOT NULL AND EXISTS { (r)<-[:INVITED_TO]-(:User {id: key[1]}) } AS invited,
+            ELSE {roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt} END,
+       r IS NOT NULL AND EXISTS { (r)<-[:INVITED_TO]-(:User {id: key[1]}) },
        r IS NOT NULL AND EXISTS { (:JoinRequest {roomId: key[0], userId: key[1],
-                                                  status: 'PENDING'}) } AS pending
+                                                  status: 'PENDING'}) }]) AS rows
 """
 
 
@@ -194,5 +177,6 @@ def _standing(row: dict[str, Any]) -> Standing | None:
 
 async def standings(db: GraphDB, keys: list[tuple[str, str]]) -> list[Standing | None]:
     """Per (room id, user id): the room and that user's standing in it (access checks)."""
-    rows = await db.read_rows(STANDING, keys=params_of(keys))
+    rows = await db.read_table(STANDING, ("key", "r", "p", "invited", "pending"),
+                               keys=params_of(keys))
     return by_key(keys, rows, _standing, None)

@@ -18,7 +18,7 @@ RETURN u {.*} AS u
 BY_IDS = """
 UNWIND $ids AS id
 OPTIONAL MATCH (u:User {id: id})
-RETURN id AS key, u {.*} AS u
+RETURN collect([id, u {.*}]) AS rows
 """
 
 # Patients' identities are health information: people who may not see every user
@@ -62,7 +62,7 @@ async def upsert_user(db: GraphDB, *, user_id: str, name: str, role: Role,
 
 
 async def users_by_ids(db: GraphDB, ids: list[str]) -> list[UserRecord | None]:
-    rows = await db.read_rows(BY_IDS, ids=unique(ids))
+    rows = await db.read_table(BY_IDS, ("key", "u"), ids=unique(ids))
     return by_key(ids, rows, lambda r: UserRecord.from_row(r["u"]) if r["u"] else None, None)
 
 

@@ -4,14 +4,20 @@ Several processes (PROMETHEUS_MULTIPROC_DIR set before start): prometheus_client
 every value in a file of that directory per process, and /metrics of any process reads them
 all (MultiProcessCollector): counters and histograms summed, gauges summed over the live
 processes (livesum; a stopping process removes its gauge files, `forget_this_process`).
+
+Garbage-collection pauses (`GcPauses`): timed from `gc.callbacks` once this module is
+imported, exposed like the `process_*` figures only by a process answering for itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import gc
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from time import perf_counter
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,7 +28,10 @@ from prometheus_client import (
     disable_created_metrics,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import Response
@@ -87,8 +96,67 @@ for _code in CLOSE_CODES:
 DB_READ, DB_WRITE = DB_QUERY.labels("read"), DB_QUERY.labels("write")
 DB_RETRIED_CONFLICT, DB_RETRIED_UNAVAILABLE = (DB_RETRIES.labels("conflict"),
                                                DB_RETRIES.labels("unavailable"))
+
+
+class GcPauses(Collector):
+    """How long each collection of the cyclic garbage collector stopped this process, by
+    generation, timed from gc.callbacks' start and stop (time.perf_counter: wall time, the
+    time the event loop stood still). Exposed at scrape time as `collab_gc_pause_seconds`
+    (a histogram) and `collab_gc_pause_max_seconds`: the longest pause since the process
+    started. That gauge only ever rises, so any number of scrapers read the same figure; the
+    longest pause within an interval is the gauge's new value when it rose during it, else it
+    lies within the highest histogram bucket that grew (bench.gcpause does this).
+
+    The callback touches no prometheus_client metric: a collection runs inside whatever
+    allocation triggered it, possibly while this thread holds one of prometheus_client's
+    value locks (non-reentrant; one per process with PROMETHEUS_MULTIPROC_DIR), and an
+    observe() there would deadlock. It adds to preallocated lists instead."""
+
+    BUCKETS = (.0005, .001, .0025, .005, .01, .015, .02, .03, .05, .1, .25, .5, 1.0)
+    GENERATIONS = 3
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        # Per generation, pauses per bucket (not cumulative; the last: above every bound).
+        self.counts = [[0] * (len(self.BUCKETS) + 1) for _ in range(self.GENERATIONS)]
+        self.sums = [0.0] * self.GENERATIONS
+        self.longest = 0.0
+
+    def callback(self, phase: str, info: dict[str, int]) -> None:
+        # Collections never overlap (CPython runs one at a time): one start slot suffices.
+        if phase == "start":
+            self._started = perf_counter()
+            return
+        if not self._started:
+            return  # installed during a collection: its start was not seen
+        pause = perf_counter() - self._started
+        generation = min(info.get("generation", 2), self.GENERATIONS - 1)
+        self.counts[generation][bisect.bisect_left(self.BUCKETS, pause)] += 1
+        self.sums[generation] += pause
+        self.longest = max(self.longest, pause)
+
+    def collect(self) -> Iterator[Metric]:
+        pauses = HistogramMetricFamily(
+            "collab_gc_pause_seconds", "Pauses of the garbage collector (each collection, "
+            "start to stop), by generation.", labels=["generation"])
+        bounds = [*map(floatToGoString, self.BUCKETS), "+Inf"]
+        for generation in range(self.GENERATIONS):
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, list(self.counts[generation]), strict=True):
+                cumulative += count
+                buckets.append((bound, float(cumulative)))
+            pauses.add_metric([str(generation)], buckets, self.sums[generation])
+        yield pauses
+        yield GaugeMetricFamily("collab_gc_pause_max_seconds", "The longest garbage "
+                                "collector pause since the process started.", self.longest)
+
+
+GC_PAUSES = GcPauses()
 if MULTIPROCESS_DIR is None:  # process figures make no sense summed over processes
     ProcessCollector(registry=REGISTRY)
+    REGISTRY.register(GC_PAUSES)
+    if GC_PAUSES.callback not in gc.callbacks:
+        gc.callbacks.append(GC_PAUSES.callback)
 
 
 def close_code_label(code: int) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from graph_db import messages
+from graph_db import pages
 from graph_db.messages import MessageRecord
 from graph_db.models import RoomRecord, UserRecord
 from resolvers import audit, pagination
@@ -69,9 +69,17 @@ async def room_messages(ctx: Context, room: RoomRecord, last: int | None,
     audit.read(ctx, "Room.messages", room.id, allowed=member is not None)
     if member is None:
         return EMPTY
-    found = await messages.room_page(ctx.db, room.id, before_seq=before_seq, limit=limit + 1)
+    listed = await pages.messages_page(ctx.db, room.id, before_seq=before_seq,
+                                       limit=limit + 1)
+    found = [x.message for x in listed]
     page = found[-limit:]
     _prime(ctx, page)
+    loaders = ctx.loaders
+    for x in listed:  # what a message list shows, read with the page
+        loaders.reactions.prime(x.message.id, x.reactions)
+        loaders.reply_count.prime(x.message.id, x.reply_count)
+        if x.author is not None:
+            loaders.user.prime(x.author.id, x.author)
     # Paged backwards: the extra row is an older one.
     return Page(page, [pagination.encode("messages", fp, m.seq) for m in page],
                 has_next=before is not None, has_previous=len(found) > limit)

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from graph_db import rooms
+from graph_db import pages, rooms
 from graph_db.models import Role, RoomRecord, RoomType, RoomVisibility
 from graph_db.rooms import RoomFilterArgs
 from observability.metrics import ROOMS_CREATED
@@ -48,11 +48,15 @@ async def list_rooms(ctx: Context, *, type: RoomType | None, visibility: RoomVis
     fp = pagination.fingerprint(viewer.id, filt.params())
     keys = pagination.decode("rooms", fp, after)
     cursor_keys = _room_keys(keys)
-    found = await rooms.list_rooms(ctx.db, filt, after=cursor_keys, limit=limit + 1)
-    page = pagination.forward(found, limit, after,
+    listed = await pages.rooms_page(ctx.db, filt, after=cursor_keys, limit=limit + 1)
+    page = pagination.forward([x.room for x in listed], limit, after,
                               lambda r: pagination.encode("rooms", fp, r.created_ms, r.id))
-    for r in page.items:
-        ctx.loaders.room.prime(r.id, r)
+    loaders = ctx.loaders
+    for x in listed:  # what a rooms list shows, read with the page
+        loaders.room.prime(x.room.id, x.room)
+        loaders.participant_count.prime(x.room.id, x.participant_count)
+        if x.host is not None:
+            loaders.user.prime(x.host.id, x.host)
     return RoomPage(page, filter=filt)
 
 

@@ -163,3 +163,56 @@ async def test_entities_hide_what_the_caller_cannot_see(people: People) -> None:
     # And the patient, who is in no room, sees neither.
     data = await patient.gql(ENTITIES, reps=reps[:2])
     assert data["_entities"] == [None, None]
+
+
+# What a client's first screens ask for (issue 9): each page is read in one statement with
+# what it lists (graph_db/pages.py), so the whole operation stays within 3 statements.
+ROOMS_PAGE = """
+query { rooms(filter: {mine: true}, first: 50) {
+  totalCount edges { node { id name participantCount host { displayName } } } } }"""
+MESSAGE_PAGE = """
+query($id: ID!) { room(id: $id) { messages(last: 50) { edges { node {
+  content author { displayName } reactions { emoji count reactedByMe } replyCount } } } } }"""
+SEND = """mutation($r: ID!, $c: String!, $p: ID) {
+  sendMessage(roomId: $r, input: {content: $c, parentId: $p}) { id } }"""
+REACT = "mutation($m: ID!, $e: String!) { addReaction(messageId: $m, emoji: $e) { id } }"
+
+
+async def test_the_first_screens_take_three_statements(people: People,
+                                                       fresh: LiveServer) -> None:
+    ward = Ward(people)
+    await ward.setup()
+    reader = ward.guests[0]
+    await ward.grow_to(1)
+    room = ward.rooms[0]["id"]
+    few_rooms, data = await counted(fresh, reader, ROOMS_PAGE)
+    assert data["rooms"]["totalCount"] == 1
+    authors = ward.members[room]  # the host, then the guests: authors[1] is the reader
+    for i in range(3):
+        await authors[i % 4].gql(SEND, r=room, c=f"early {i}", p=None)
+    few_messages, _ = await counted(fresh, reader, MESSAGE_PAGE, id=room)
+
+    await ward.grow_to(50)
+    for i in range(60):
+        sent = await authors[i % 4].gql(SEND, r=room, c=f"#{i}", p=None)
+        message = sent["sendMessage"]["id"]
+        if i % 4 == 0:
+            for who, emoji in ((authors[2], "👍"), (reader, "👍"), (authors[3], "❤️")):
+                await who.gql(REACT, m=message, e=emoji)
+        if i % 6 == 0:
+            await authors[3].gql(SEND, r=room, c=f"reply to #{i}", p=message)
+    many_rooms, data = await counted(fresh, reader, ROOMS_PAGE)
+    rooms = [e["node"] for e in data["rooms"]["edges"]]
+    assert len(rooms) == data["rooms"]["totalCount"] > 30  # the guest is in 3 of 4 rooms
+    assert all(r["participantCount"] == 4 and r["host"]["displayName"] for r in rooms)
+    many_messages, data = await counted(fresh, reader, MESSAGE_PAGE, id=room)
+    nodes = [e["node"] for e in data["room"]["messages"]["edges"]]
+    assert [n["content"] for n in nodes] == [f"#{i}" for i in range(10, 60)]
+    assert all(n["author"]["displayName"] for n in nodes)
+    for i, node in zip(range(10, 60), nodes, strict=True):
+        expected = ([{"emoji": "👍", "count": 2, "reactedByMe": True},
+                     {"emoji": "❤️", "count": 1, "reactedByMe": False}] if i % 4 == 0 else [])
+        assert node["reactions"] == expected, (i, node)
+        assert node["replyCount"] == (1 if i % 6 == 0 else 0), (i, node)
+    assert many_rooms == few_rooms <= 3, (few_rooms, many_rooms)
+    assert many_messages == few_messages <= 3, (few_messages, many_messages)
