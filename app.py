@@ -47,6 +47,7 @@ from transport.connections import ConnectionLimiter, ConnectionSlots, MemorySlot
 from transport.document_store import DocumentStore, MemoryDocumentStore, RedisDocumentStore
 from transport.documents import Admission, DocumentCache
 from transport.endpoint import GraphQLEndpoint
+from transport.executor import DirectExecutor
 from transport.fanout import GraphQLRenderer
 from transport.http import HTTPLimits
 from transport.ide import GraphiQL
@@ -230,7 +231,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         sockets=SocketLimits(max_subscriptions=settings.ws_max_subscriptions,
                              message_rate=settings.ws_message_rate,
                              message_burst=settings.ws_message_burst,
-                             timeout=settings.request_timeout))
+                             timeout=settings.request_timeout),
+        # HTTP operations on graphql-core directly, unless spans need strawberry's hooks.
+        direct=None if tracer else DirectExecutor(schema, suggestions=suggestions))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

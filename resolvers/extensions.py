@@ -73,17 +73,23 @@ class CodedErrors(MaskErrors):
         return context.request_id if isinstance(context, Context) else "-"
 
     def _coded(self, error: GraphQLError) -> GraphQLError:
-        original = error.original_error
-        if original is not None and not isinstance(original, GraphQLError):
-            request_id = self._request_id()
-            public = masked(original, request_id)
-            log.error("%s [request %s] at %s", public.code, request_id,
-                      error.path, exc_info=original)
-            anonymous = self.anonymise_error(error)
-            anonymous.message = public.message
-            anonymous.extensions = public.extensions
-            return anonymous
-        return with_code(error, suggestions=self.suggestions)
+        return coded(error, self._request_id(), suggestions=self.suggestions)
+
+
+def coded(error: GraphQLError, request_id: str, *, suggestions: bool) -> GraphQLError:
+    """An error as the caller sees it: an unexpected failure masked as "Unexpected error."
+    (logged with the request id), anything else with its code (CodedErrors; the HTTP
+    executor, transport/executor.py, calls this directly)."""
+    original = error.original_error
+    if original is not None and not isinstance(original, GraphQLError):
+        public = masked(original, request_id)
+        log.error("%s [request %s] at %s", public.code, request_id,
+                  error.path, exc_info=original)
+        anonymous = GraphQLError(public.message, nodes=error.nodes, source=error.source,
+                                 positions=error.positions, path=error.path,
+                                 extensions=public.extensions)
+        return anonymous
+    return with_code(error, suggestions=suggestions)
 
 
 def _code_for(error: GraphQLError) -> str:

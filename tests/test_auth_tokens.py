@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import sys
@@ -55,6 +56,9 @@ def now_ts() -> int:
     return int(time.time())
 
 
+_token_ids = (f"t{i}" for i in itertools.count())
+
+
 def claims(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "sub": "user-1",
@@ -62,6 +66,9 @@ def claims(**overrides: Any) -> dict[str, Any]:
         "role": "doctor",
         "iat": now_ts(),
         "exp": now_ts() + 3600,
+        # Every token its own: a verified token is remembered (VerifiedTokens), and these
+        # tests are about what a first verification does.
+        "jti": next(_token_ids),
     }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
@@ -245,6 +252,36 @@ async def test_valid_hs256_token_gives_claims() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_verified_token_is_remembered_until_it_expires(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client's next requests with the same token skip the signature check (issue 9), but
+    never past the token's expiry (plus leeway) nor past a minute (a withdrawn JWKS key)."""
+    clock = [time.time()]
+    monkeypatch.setattr("time.time", lambda: clock[0])  # joserfc's clock too
+    checked: list[str] = []
+    token = hs_token(claims(exp=int(clock[0]) + 600))
+    short = hs_token(claims(sub="user-2", exp=int(clock[0]) + 61 + 20))
+    async with verifier_for(make_settings(jwt_leeway_seconds=30)) as verifier:
+        original = verifier._verify
+
+        async def counting(t: str) -> Claims:
+            checked.append(t)
+            return await original(t)
+
+        monkeypatch.setattr(verifier, "_verify", counting)
+        first = await verifier.verify(token)
+        assert await verifier.verify(token) == first and checked == [token]
+        clock[0] += 61  # past the minute: checked again
+        assert await verifier.verify(token) == first and checked == [token, token]
+        await verifier.verify(short)
+        clock[0] += 20 + 30 + 1  # past exp + leeway: refused, as a first look would
+        with pytest.raises(AuthError, match="token expired"):
+            await verifier.verify(short)
+        with pytest.raises(AuthError):  # a bad token is never remembered as good
+            await verifier.verify(token[:-2] + "xx")
+
+
+@pytest.mark.asyncio
 async def test_configured_hmac_algorithm_is_the_only_one_accepted() -> None:
     async with verifier_for(make_settings(jwt_algorithm="HS512")) as verifier:
         assert (
@@ -424,7 +461,7 @@ async def test_jwks_url_outage_keeps_last_keys(
         clock.advance(
             700
         )  # cache expired and the refresh fails: the old keys still serve
-        await verified(verifier, token)
+        await verified(verifier, signed(rsa_key, "RS256", claims()))  # a new token
         assert jwks_server.hits == 3
 
 

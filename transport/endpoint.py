@@ -21,6 +21,7 @@ from resolvers import audit
 from resolvers.context import Context, Services
 from transport.connections import ConnectionLimiter
 from transport.documents import DocumentCache
+from transport.executor import DirectExecutor
 from transport.http import Caller, GraphQLHTTP, HTTPLimits
 from transport.ide import GraphiQL
 from transport.persisted import PersistedOperations
@@ -43,12 +44,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     def __init__(self, schema: Any, documents: DocumentCache, *, ide: GraphiQL | None,
                  allowed_origins: list[str], persisted: PersistedOperations,
                  rate: RateLimiter, connections: ConnectionLimiter, http: HTTPLimits,
-                 sockets: SocketLimits) -> None:
+                 sockets: SocketLimits, direct: DirectExecutor | None = None) -> None:
         self.documents = documents
         # Also read by the WebSocket handler:
         self.persisted, self.rate, self.connections = persisted, rate, connections
         self.http_limits, self.socket_limits = http, sockets
-        self.http_handler = GraphQLHTTP(schema, documents, persisted, self, rate, http, ide)
+        self.http_handler = GraphQLHTTP(schema, documents, persisted, self, rate, http, ide,
+                                        direct)
         super().__init__(
             schema, graphql_ide=None, allow_queries_via_get=False,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType
+from graphql import ExecutionResult as GraphQLExecutionResult
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
@@ -38,6 +39,7 @@ from transport.errors import (
     PersistedQueryNotFound,
     RequestTimeout,
 )
+from transport.executor import DirectExecutor
 from transport.http_params import GraphQLParams, read_params
 from transport.ide import GraphiQL
 from transport.media import GRAPHQL_RESPONSE_JSON, HTML, JSON, negotiate
@@ -56,6 +58,9 @@ GRAPHQL_MEDIA = (GRAPHQL_RESPONSE_JSON, JSON)
 PAGE_MEDIA = (*GRAPHQL_MEDIA, HTML)
 ALLOWED = {"GET": frozenset({StrawberryOperation.QUERY}),
            "POST": frozenset({StrawberryOperation.QUERY, StrawberryOperation.MUTATION})}
+# strawberry's result, or graphql-core's (transport/executor.py): both have data, errors and
+# extensions.
+Result = ExecutionResult | GraphQLExecutionResult
 # A "not found" must never be cached: the client registers the document right after.
 NO_CACHE = {"cache-control": "private, no-cache, must-revalidate"}
 
@@ -84,8 +89,10 @@ class HTTPLimits:
 class GraphQLHTTP:
     def __init__(self, schema: BaseSchema, documents: DocumentCache,
                  persisted: PersistedOperations, gate: Gate, rate: RateLimiter,
-                 limits: HTTPLimits, ide: GraphiQL | None) -> None:
+                 limits: HTTPLimits, ide: GraphiQL | None,
+                 direct: DirectExecutor | None = None) -> None:
         self.schema = schema
+        self.direct = direct  # None: strawberry runs operations (span extensions need it)
         self.documents = documents
         self.persisted = persisted
         self.gate = gate
@@ -164,7 +171,8 @@ class GraphQLHTTP:
         context = await self.gate.context(request, caller)
         context.request_id = op.request_id  # one id in the log line and in any error
         op.executed = True
-        result = await self._execute(request.method, resolved.query, params, context)
+        result = await self._execute(request.method, resolved.query, compiled, params,
+                                     context)
         request_error = _is_request_error(result)
         if request_error:  # bad variables: nothing ran
             op.refused(result.errors or [])
@@ -202,10 +210,12 @@ class GraphQLHTTP:
                               headers={"allow": "POST"})
         return compiled.refusal(params.variables)
 
-    async def _execute(self, method: str, query: str, params: GraphQLParams,
-                       context: Context) -> ExecutionResult:
+    async def _execute(self, method: str, query: str, compiled: Compiled,
+                       params: GraphQLParams, context: Context) -> Result:
         try:
             async with asyncio.timeout(self.limits.timeout) as deadline:
+                if self.direct is not None:
+                    return await self.direct.execute(compiled, params.variables, context)
                 return await self.schema.execute(
                     query, variable_values=params.variables, context_value=context,
                     operation_name=params.operation_name,
@@ -244,7 +254,7 @@ def _unresolved(document: DocumentNode, operation_name: str | None) -> str:
     return "The document contains no operation."
 
 
-def _is_request_error(result: ExecutionResult) -> bool:
+def _is_request_error(result: Result) -> bool:
     """Execution never started: no data, and only path-less errors of the request kinds
     (parse, validation, variable coercion)."""
     errors = result.errors or []
