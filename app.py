@@ -29,6 +29,7 @@ from audit import (
 from auth import TokenVerifier
 from graph_db.driver import HEALTH_INTERVAL_S, GraphDB
 from graph_db.embedded import EmbeddedGraphServer
+from graph_db.group_commit import GroupCommit
 from graph_db.schema_setup import ensure_schema
 from observability import logs, tracing
 from observability.metrics import MetricsEndpoint, forget_this_process
@@ -241,13 +242,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 open_audit(settings, db, limits.pool) as (trail, sessions):
             hub.renderer = GraphQLRenderer(endpoint.documents.schema, hub.hints)
             verifier = TokenVerifier(settings)
+            sends = GroupCommit(db)
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub,
-                                          audit=trail, sessions=sessions)
+                                          audit=trail, sessions=sessions, sends=sends)
             limits.connections.start()
             tune_gc()
             try:
                 yield
             finally:
+                await sends.close()
                 await verifier.aclose()
                 await persisted.store.aclose()
                 await limits.aclose()

@@ -260,25 +260,12 @@ async def send_message(db: GraphDB, new: NewMessage) -> Sent | None:
     event, also when the resend races the original in another process. None when the author
     is not a participant of the room."""
     key = client_key(new.room_id, new.author_id, new.client_message_id, new.id)
-
-    async def work(tx: Tx) -> Sent | None:
-        if new.client_message_id is not None:  # an "id:" key is new by construction
-            existing = _message(await tx.one(RESENT, key=key, roomId=new.room_id,
-                                             authorId=new.author_id))
-            if existing is not None:
-                return Sent(existing, None)
-        params = _create_params(new, key)
-        sent = _posted(new, params, await tx.rows(CREATE, **params))
-        if sent is not None and new.root_id is not None:
-            await tx.rows(LINK_ROOT, id=new.id, rootId=new.root_id)
-        return sent
-
     try:
         # An explicit transaction even for a plain post: ArcadeDB commits each CREATE of an
         # auto-commit statement on its own (with its own retries), so under a write conflict
         # with another process the event could be stored twice for one message
         # (tests/test_concurrent_writers.py).
-        return await db.write(work, serialize_on=new.room_id)
+        return await db.write(lambda tx: send_in(tx, new), serialize_on=new.room_id)
     except ConstraintError:
         # Another process committed the same client key first; the in-process lock cannot
         # see it. Its message is the answer, and our event was rolled back with our write.
@@ -286,6 +273,21 @@ async def send_message(db: GraphDB, new: NewMessage) -> Sent | None:
         if winner is None:
             raise
         return Sent(winner, None)
+
+
+async def send_in(tx: Tx, new: NewMessage) -> Sent | None:
+    """One send's statements, in a transaction that may hold others (graph_db/group_commit.py)."""
+    key = client_key(new.room_id, new.author_id, new.client_message_id, new.id)
+    if new.client_message_id is not None:  # an "id:" key is new by construction
+        existing = _message(await tx.one(RESENT, key=key, roomId=new.room_id,
+                                         authorId=new.author_id))
+        if existing is not None:
+            return Sent(existing, None)
+    params = _create_params(new, key)
+    sent = _posted(new, params, await tx.rows(CREATE, **params))
+    if sent is not None and new.root_id is not None:
+        await tx.rows(LINK_ROOT, id=new.id, rootId=new.root_id)
+    return sent
 
 
 async def _change(db: GraphDB, room_id: str, message_id: str, event_type: EventType,

@@ -16,6 +16,7 @@ from auth import AuthError, Claims, TokenVerifier
 from graph_db import users
 from graph_db.driver import DatabaseUnavailable, GraphDB
 from graph_db.events import EventRecord
+from graph_db.group_commit import GroupCommit
 from graph_db.models import Role, UserRecord
 from loaders import Loaders
 from realtime.hub import Hub
@@ -52,6 +53,7 @@ class Services:
     hub: Hub
     audit: AuditTrail
     sessions: SessionLedger  # which tokens were used before (audit: session.start)
+    sends: GroupCommit  # sendMessage's writes, a room's concurrent sends together
     # Typing refreshes within a second of the last announcement are dropped.
     typing: TypingThrottle = field(default_factory=TypingThrottle)
     # Users whose current claims this process already wrote: skips a write per request.

@@ -62,7 +62,7 @@ async def send_message(ctx: Context, room_id: str, *, content: str, parent_id: s
     root_id = await _thread_root(ctx, room_id, parent_id)
     # The write checks membership itself; only a refusal pays for the full access check,
     # which then says NOT_FOUND or FORBIDDEN.
-    sent = await messages.send_message(ctx.db, NewMessage(
+    sent = await ctx.services.sends.send(NewMessage(
         id=str(uuid.uuid4()), room_id=room_id, author_id=viewer.id, content=text,
         parent_id=parent_id, root_id=root_id,
         client_message_id=client_id, mention_ids=mention_ids(text)))

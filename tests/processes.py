@@ -103,6 +103,13 @@ class GraphServer:
         time.sleep(down_for)
         self._call(self.server.start(), timeout=120)
 
+    def stop_server(self) -> None:
+        """The database stops (this object stays usable: start_server() brings it back)."""
+        self._call(self.server.stop(), timeout=60)
+
+    def start_server(self) -> None:
+        self._call(self.server.start(), timeout=120)
+
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
