@@ -283,7 +283,9 @@ def tune_gc() -> None:
     less often (full collections paused fan-out for hundreds of ms; docs/benchmarks.md)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    # A young collection's pause grows with the objects it scans: 50,000 made 60-130 ms
+    # pauses during fan-out (bench: collab_gc_pause_max_seconds); 5,000 keeps them ~10 ms.
+    gc.set_threshold(5_000, 20, 20)
 
 
 async def healthz(request: Request) -> JSONResponse:

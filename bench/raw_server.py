@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import resource
-import time
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,36 +28,42 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bench.loadgen import content, raw_frame
+from bench.wsclient import T0
 
 HEARTBEAT_S = 30  # the service's default ws_heartbeat_interval
 ANSWER = {"data": {"me": {"id": "bench-doctor-0123456789", "displayName": "Dr Reader",
                           "role": "DOCTOR"}}}
 ACK = '{"type":"connection_ack"}'
 STORM_SEQ = 1003  # about the seq of the storm's message in ours' room (1,000 joins before it)
+STORM_SENT_NS = T0 + 60 * 10**9  # its send time as ours' carries it: ~1 min after start-up
 
 
 def next_tail() -> str:
     """The storm's `next` frame after its id: the payload of a frame shaped like ours."""
-    frame = raw_frame(content("s", 0, time.monotonic_ns()), STORM_SEQ).decode()
+    frame = raw_frame(content("s", 0, STORM_SENT_NS), STORM_SEQ).decode()
     return frame[frame.index(',"type":"next"'):]
+
+
+STORM_TAIL = next_tail()  # one canned frame for every storm socket
+
+
+async def storm_socket(ws: WebSocket) -> None:
+    """The reconnect storm's handshake: ack the init, answer a subscribe with the frame."""
+    await ws.accept(subprotocol="graphql-transport-ws")
+    try:
+        while True:
+            message = json.loads(await ws.receive_text())
+            kind = message.get("type") if isinstance(message, dict) else None
+            if kind == "connection_init":
+                await ws.send_text(ACK)
+            elif kind == "subscribe":
+                await ws.send_text('{"id":' + json.dumps(message.get("id")) + STORM_TAIL)
+    except WebSocketDisconnect:
+        pass
 
 
 def create_app() -> Starlette:
     sockets: set[WebSocket] = set()
-    tail = next_tail()  # one canned frame for every storm socket
-
-    async def storm_socket(ws: WebSocket) -> None:
-        await ws.accept(subprotocol="graphql-transport-ws")
-        try:
-            while True:
-                message = json.loads(await ws.receive_text())
-                kind = message.get("type") if isinstance(message, dict) else None
-                if kind == "connection_init":
-                    await ws.send_text(ACK)
-                elif kind == "subscribe":
-                    await ws.send_text('{"id":' + json.dumps(message.get("id")) + tail)
-        except WebSocketDisconnect:
-            pass
 
     async def subscribe(ws: WebSocket) -> None:
         await ws.accept()

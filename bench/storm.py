@@ -179,14 +179,20 @@ def complete(run: dict[str, Any]) -> bool:
     return "failed" not in run and run.get("ready") == run["n"]
 
 
+def _rank(run: dict[str, Any]) -> tuple[int, float]:
+    """Lower is better: complete runs by their time, then incomplete ones by clients ready."""
+    if complete(run):
+        return 0, float(run["all_ready_s"])
+    return 1, -float(run.get("ready", 0))
+
+
 def best_of(runs: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
     """Per (N, server) the complete run that was ready soonest (the least disturbed on a
-    shared machine), else the first failed one."""
+    shared machine), else the incomplete one that got furthest."""
     best: dict[tuple[int, str], dict[str, Any]] = {}
     for run in runs:
-        key, prior = (run["n"], run["kind"]), best.get((run["n"], run["kind"]))
-        if prior is None or (complete(run) and (
-                not complete(prior) or run["all_ready_s"] < prior["all_ready_s"])):
+        key = (run["n"], run["kind"])
+        if key not in best or _rank(run) < _rank(best[key]):
             best[key] = run
     return best
 
@@ -199,9 +205,15 @@ def _x(value: float, base: dict[str, Any] | None, key: str) -> str:
 def verdict(n: int, ours: dict[str, Any], raw: dict[str, Any] | None) -> str:
     if n != GOAL_N:
         return ""
-    if raw is None or not complete(raw) or not complete(ours):
-        return "not measured (a run failed)"
-    ratio, limit = ours["all_ready_s"] / raw["all_ready_s"], GOAL_X * raw["all_ready_s"]
+    if raw is None or not complete(raw):
+        return "not measured (raw's run failed)"
+    limit = GOAL_X * raw["all_ready_s"]
+    if not complete(ours):  # still not all ready when the storm's bound ran out
+        if ours.get("timed_out") and ours["wall_s"] > limit:
+            return (f"≤ {GOAL_X:g}× raw: **MISSED** (not all ready after {ours['wall_s']:.0f} "
+                    f"s: > {ours['wall_s'] / raw['all_ready_s']:.1f}×; goal {limit:.2f} s)")
+        return "not measured (ours' run failed)"
+    ratio = ours["all_ready_s"] / raw["all_ready_s"]
     if ratio <= GOAL_X:
         return f"≤ {GOAL_X:g}× raw: met ({ratio:.2f}×; {limit - ours['all_ready_s']:.2f} s spare)"
     return (f"≤ {GOAL_X:g}× raw: **MISSED** by {ratio - GOAL_X:.2f}× ({ratio:.2f}×; "
@@ -222,9 +234,10 @@ def table(best: dict[tuple[int, str], dict[str, Any]]) -> str:
         raw = best.get((n, "raw")) if kind != "raw" else None
         base = raw if raw is not None and complete(raw) else None
         if not complete(r):
-            why = r.get("failed") or \
-                f"{r.get('ready', 0):,} of {n:,} ready; {r.get('failures')}"
-            rows.append(f"| {n:,} | {kind} | failed: {why[:300]} | | | | | | | | |")
+            why = r.get("failed") or (f"{r.get('ready', 0):,} of {n:,} ready after "
+                                      f"{r['wall_s']:.0f} s; failed: {r.get('failures')}")
+            rows.append(f"| {n:,} | {kind} | not all ready: {why[:300]} | | | | | | | | "
+                        f"{verdict(n, r, raw) if kind != 'raw' else ''} |")
             continue
         ready, cpu = r["all_ready_s"], r["server_cpu_s"]
         ours = kind != "raw"
@@ -256,7 +269,8 @@ def _retries(run: dict[str, Any]) -> str:
 
 def report(runs: list[dict[str, Any]], seconds: float, cores: int,
            args: argparse.Namespace) -> tuple[str, list[Any], bool]:
-    """The printed tables, no audit cost figures, and whether every run completed."""
+    """The printed tables, no audit cost figures, and whether each (N, server) has a
+    complete run (as the fan-out: the best of the rounds)."""
     best = best_of(runs)
     rounds = max((r.get("round", 1) for r in runs), default=0)
     parts = [f"## Reconnect storm, {cores} cores (server: core 0, loadgen: core 1), "
@@ -269,7 +283,7 @@ def report(runs: list[dict[str, Any]], seconds: float, cores: int,
              "closed with 1013 reconnects, one answered SERVICE_UNAVAILABLE subscribes again, "
              "each after 0.5-1.5 s (as ours asks); its ready time is its last attempt's.\n",
              diagnostics(best)]
-    return "\n".join(parts), [], all(complete(r) for r in runs)
+    return "\n".join(parts), [], all(complete(r) for r in best.values())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

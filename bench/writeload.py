@@ -6,10 +6,11 @@ senders), one process, printing one JSON line.
   server, the next one as soon as the previous answered. Write retries are the delta of our
   server's `collab_db_retries_total` (GET /metrics) across the measured window.
 - `--kind driver`: the database's ceiling, run as `taskset -c 0 ...` next to the database's
-  JVM (where our server runs): the same senders, rooms and duration, each calling
-  graph_db.messages.send_message (what the resolver calls, so the same Cypher in the same
-  explicit transaction, queued on the same per-room lock) through one GraphDB with our
-  server's pool size; retries from this process's own metric.
+  JVM (where our server runs): the same senders, rooms and duration, each calling what the
+  sendMessage resolver writes with, graph_db.group_commit.GroupCommit.send (so the same
+  Cypher, graph_db.messages.send_in, in the same transactions: a room's concurrent sends
+  together, on the same per-room lock), through one GraphDB with our server's pool size;
+  retries from this process's own metric, and the sends per transaction.
 
 The set-up file (bench.writes: fresh rooms for every run) lists the senders; sender i of RxC
 is a member of room i mod R. Only answers that arrive in the measured window count; errors,
@@ -36,8 +37,9 @@ import orjson
 
 from bench.loadgen import cpu_s
 from bench.wsclient import Http, pct
-from graph_db import messages
 from graph_db.driver import GraphDB
+from graph_db.group_commit import GroupCommit
+from graph_db.messages import NewMessage
 from observability.metrics import REGISTRY
 
 SEND = ("mutation($r: ID!, $c: String!) {"
@@ -132,6 +134,9 @@ class Ours:
     def process_cpu(self) -> float:
         return cpu_s(self.args.pid)
 
+    def batching(self) -> tuple[int, int] | None:
+        return None  # our server does not expose its group commit's counts
+
     async def close(self) -> None:
         for conn in self.conns:
             if conn.writer is not None:
@@ -157,7 +162,8 @@ def _all_reasons(found: dict[str, float | None]) -> dict[str, float]:
 
 
 class Driver:
-    """The ceiling: graph_db.messages.send_message through one GraphDB, no server."""
+    """The ceiling: the resolver's write (GroupCommit.send) through one GraphDB, no
+    server."""
 
     def __init__(self, args: argparse.Namespace, senders: list[Sender], tally: Tally) -> None:
         self.args, self.senders, self.tally = args, senders, tally
@@ -165,17 +171,18 @@ class Driver:
         self.db = GraphDB.connect(env["NEO4J_URI"], env["NEO4J_USER"], env["NEO4J_PASSWORD"],
                                   database=env.get("NEO4J_DATABASE") or None,
                                   pool_size=args.pool_size)
+        self.sends = GroupCommit(self.db)  # as app.py makes it for the resolver
 
     async def send(self, i: int, k: int) -> str | None:
         s = self.senders[i]
         # What resolvers/messages.py builds for a plain post: no parent, no client id, no
         # mention in this content.
-        new = messages.NewMessage(
+        new = NewMessage(
             id=str(uuid.uuid4()), room_id=s.room, author_id=s.user,
             content=content(self.args.scenario, i, k), parent_id=None, root_id=None,
             client_message_id=None, mention_ids=[])
         try:
-            sent = await messages.send_message(self.db, new)
+            sent = await self.sends.send(new)
         except Exception as exc:
             self.tally.first_error = self.tally.first_error or repr(exc)[:300]
             return type(exc).__name__
@@ -188,7 +195,12 @@ class Driver:
     def process_cpu(self) -> float:
         return time.process_time()
 
+    def batching(self) -> tuple[int, int] | None:
+        """Transactions written and the sends in them, so far."""
+        return self.sends.batches, self.sends.sent
+
     async def close(self) -> None:
+        await self.sends.close()
         await self.db.close()
 
 
@@ -214,7 +226,7 @@ async def run(args: argparse.Namespace, senders: list[Sender]) -> dict[str, Any]
 async def _snapshot(args: argparse.Namespace, client: Ours | Driver) -> dict[str, Any]:
     return {"t": time.monotonic(), "retries": await client.retries(),
             "process": client.process_cpu(), "db": cpu_s(args.db_pid) if args.db_pid else 0.0,
-            "self": time.process_time()}
+            "self": time.process_time(), "batching": client.batching()}
 
 
 def _result(args: argparse.Namespace, tally: Tally, before: dict[str, Any],
@@ -232,8 +244,16 @@ def _result(args: argparse.Namespace, tally: Tally, before: dict[str, Any],
         "process_cpu": round((after["process"] - before["process"]) / span, 3),
         "db_cpu": round((after["db"] - before["db"]) / span, 3),
         "loadgen_cpu": round((after["self"] - before["self"]) / span, 3) if ours else None,
-        "sent_in_all": tally.sent,
+        "sent_in_all": tally.sent, "sends_per_transaction": _per_transaction(before, after),
     }
+
+
+def _per_transaction(before: dict[str, Any], after: dict[str, Any]) -> float | None:
+    if before["batching"] is None or after["batching"] is None:
+        return None
+    batches = after["batching"][0] - before["batching"][0]
+    sent = after["batching"][1] - before["batching"][1]
+    return round(sent / batches, 2) if batches else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

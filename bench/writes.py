@@ -8,9 +8,10 @@ answered, for a warm-up then a measured window. Per scenario and round:
 
 - ours: our server pinned to core 0 with the database's JVM, the load generator
   (bench.writeload, one keep-alive connection per sender) pinned to core 1;
-- driver (the ceiling): one process pinned to core 0, where our server runs, calling
-  graph_db.messages.send_message, the function our resolver writes with (same Cypher, same
-  explicit transaction, same per-room lock), with the same senders in the same rooms.
+- driver (the ceiling): one process pinned to core 0, where our server runs, calling what our
+  resolver writes with, graph_db.group_commit.GroupCommit.send (same Cypher, same
+  transactions: a room's concurrent sends together), with the same senders in the same
+  rooms.
 
 Users are created once over our GraphQL API (a teacher who hosts the rooms, one student per
 sender); every run, ours and the ceiling alike, gets fresh rooms, created and joined through
@@ -39,15 +40,7 @@ import httpx
 from bench import service
 from bench.httpbench import drained
 from bench.report import AuditCost
-from bench.service import (
-    CREATE_ROOM,
-    JOIN_CONCURRENCY,
-    JOIN_ROOM,
-    Server,
-    bench_settings,
-    gql,
-    make_token,
-)
+from bench.service import Server, bench_settings, gql, make_token
 from graph_db.embedded import EmbeddedGraphServer
 from graph_db.models import Role
 
@@ -127,12 +120,12 @@ async def fresh_rooms(server: Server, cast: Cast, scenario: Scenario, path: Path
     """The run's rooms, new, so that every run (ours or the ceiling, any round) starts from
     the same state: `scenario.rooms` PUBLIC rooms hosted by the teacher, sender i joined to
     room i mod rooms; the senders listed in `path`."""
-    gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+    gate = asyncio.Semaphore(service.JOIN_CONCURRENCY)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
 
         async def create(j: int) -> str:
             async with gate:
-                data = await gql(client, cast.host, CREATE_ROOM, {"input": {
+                data = await gql(client, cast.host, service.CREATE_ROOM, {"input": {
                     "name": f"Writes bench {scenario.key} #{j}", "type": "TEACHING",
                     "visibility": "PUBLIC", "maxParticipants": scenario.senders + 10}})
             room: str = data["createRoom"]["id"]
@@ -140,7 +133,7 @@ async def fresh_rooms(server: Server, cast: Cast, scenario: Scenario, path: Path
 
         async def join(token: str, room: str) -> None:
             async with gate:
-                joined = await gql(client, token, JOIN_ROOM, {"id": room})
+                joined = await gql(client, token, service.JOIN_ROOM, {"id": room})
             if joined["joinRoom"]["status"] != "JOINED":
                 raise RuntimeError(f"join: {joined}")
 
@@ -370,9 +363,10 @@ def report(result: dict[str, Any], seconds: float, args: argparse.Namespace,
         f"{seconds:.0f} s\n",
         table(best, order, result["titles"]),
         *(f"\n{note}" for note in result["spread"]),
+        _batching(best, order, result["titles"]),
         "\nCeiling: the driver alone (one process on core 0) calling "
-        "graph_db.messages.send_message, the resolver's write, with the same senders in the "
-        "same rooms. messages/s: best round; p50/p99 (and p99/p50): the round with the "
+        "graph_db.group_commit.GroupCommit.send, the resolver's write, with the same senders "
+        "in the same rooms. messages/s: best round; p50/p99 (and p99/p50): the round with the "
         "lowest p99; errors: all rounds, warm-ups included; retries: all rounds, "
         "collab_db_retries_total over the measured windows (per 1k: per 1,000 messages "
         "answered). CPU: share of one core "
@@ -380,6 +374,15 @@ def report(result: dict[str, Any], seconds: float, args: argparse.Namespace,
         "Goals:\n", *goals(best, order, result["titles"]),
     ])
     return text, [], ok
+
+
+def _batching(best: dict[tuple[str, str], dict[str, Any]], order: list[str],
+              titles: dict[str, str]) -> str:
+    """How many sends the ceiling's transactions held (group commit; best rounds)."""
+    found = [f"{titles.get(key, key)} {per:g}" for key in order
+             if (per := best.get((key, CEILING), {}).get("sends_per_transaction"))]
+    return f"\nSends per transaction (the ceiling's group commit): {', '.join(found)}." \
+        if found else ""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from graph_db.driver import DatabaseUnavailable, GraphDB, Tx
 from graph_db.messages import NewMessage, Sent, send_in, send_message
+from observability.metrics import SEND_GROUPS
 
 log = logging.getLogger("collaboration.group_commit")
 
@@ -95,6 +96,7 @@ class GroupCommit:
             return
         self.batches += 1
         self.sent += len(batch)
+        SEND_GROUPS.observe(len(batch))
         for p, result in zip(batch, results, strict=True):
             _settle(p, result=result)
 

@@ -74,6 +74,9 @@ DB_QUERY = Histogram("collab_db_query_seconds", "Graph database statements and t
 DB_RETRIES = Counter("collab_db_retries", "Graph database attempts retried, by reason: a write "
                      "conflict (or deadlock), or the server unreachable or restarting.",
                      ["reason"], registry=REGISTRY)
+SEND_GROUPS = Histogram("collab_message_group_size", "Messages per sendMessage transaction "
+                        "(group commit: a room's concurrent sends written together).",
+                        registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64))
 RATE_LIMITED = Counter("collab_rate_limited", "Refusals by the rate and WebSocket limits.",
                        ["kind"], registry=REGISTRY)
 AUDIT_WRITTEN = Counter("collab_audit_records", "Audit records written, by sink.", ["sink"],

@@ -92,3 +92,33 @@ async def test_a_concealed_error_on_a_healthy_server_is_raised_as_itself(
             assert db.available
         finally:
             await db.close()
+
+
+async def test_a_busy_pool_is_not_an_outage(tmp_path: Path) -> None:
+    """A burst of work (a reconnect storm) can hold every pooled connection: the health check
+    then waits behind it past its deadline, but the server answering those statements is up.
+    Once it reported an outage there, and every subscription was ended with
+    SERVICE_UNAVAILABLE."""
+    async with EmbeddedGraphServer(tmp_path, heap="256m") as server:
+        db = GraphDB.connect(server.bolt_uri, server.user, server.password,
+                             database=server.database, pool_size=2)
+
+        async def hold(statements: int, pause: float) -> None:
+            async def work(tx: Tx) -> None:
+                for _ in range(statements):
+                    await tx.rows("RETURN 1 AS x")
+                    await asyncio.sleep(pause)
+            await db.read(work)
+
+        try:
+            busy = [asyncio.create_task(hold(20, 0.05)) for _ in range(2)]
+            await asyncio.sleep(0.2)
+            assert await db.ping(deadline_s=0.4)  # no connection free, answers flowing
+            await asyncio.gather(*busy)
+            silent = [asyncio.create_task(hold(1, 1.5)) for _ in range(2)]
+            await asyncio.sleep(0.2)
+            assert not await db.ping(deadline_s=0.4)  # nothing answered while it waited
+            await asyncio.gather(*silent)
+            assert await db.ping()
+        finally:
+            await db.close()

@@ -15,6 +15,7 @@ import pytest
 from graph_db.driver import DatabaseUnavailable, GraphDB
 from graph_db.group_commit import GroupCommit
 from graph_db.messages import NewMessage, Sent
+from observability.metrics import REGISTRY
 from tests.gql_helpers import register
 from tests.harness import LiveServer
 from tests.personas import People, make_room
@@ -63,6 +64,8 @@ async def test_concurrent_senders_share_transactions_in_order(
         assert mine == [f"{n}.{i}" for i in range(15)]
     assert sends.sent - sent == 120
     assert sends.batches - batches < 120  # some shared a transaction
+    exposed = REGISTRY.get_sample_value("collab_message_group_size_count")
+    assert exposed is not None and exposed >= sends.batches - batches
 
 
 async def test_a_resend_in_the_same_group_returns_the_first_message(
