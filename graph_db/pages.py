@@ -18,9 +18,9 @@ from graph_db.driver import GraphDB
 from graph_db.messages import FIELDS as MESSAGE_FIELDS
 from graph_db.messages import MessageRecord, ReactionRecord, reaction_records
 from graph_db.models import RoomRecord, UserRecord
-from graph_db.rooms import VISIBLE, RoomFilterArgs
+from graph_db.rooms import RoomFilterArgs, visible
 
-ROOMS = VISIBLE + """
+ROOMS = """
 WITH r WHERE $afterMs IS NULL OR r.createdAt < $afterMs
   OR (r.createdAt = $afterMs AND r.id < $afterId)
 WITH r ORDER BY r.createdAt DESC, r.id DESC LIMIT $limit
@@ -58,7 +58,7 @@ async def rooms_page(db: GraphDB, filt: RoomFilterArgs, *, after: tuple[int, str
                      limit: int) -> list[ListedRoom]:
     """Up to `limit` rooms the filter lets its viewer see, newest first."""
     rows = await db.read_table(
-        ROOMS, ("r", "host", "n"), **filt.params(), limit=limit,
+        visible(filt) + ROOMS, ("r", "host", "n"), **filt.params(), limit=limit,
         afterMs=after[0] if after else None, afterId=after[1] if after else None)
     listed = [ListedRoom(RoomRecord.from_row(r["r"]),
                          UserRecord.from_row(r["host"]) if r["host"] else None, int(r["n"]))
