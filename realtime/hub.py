@@ -95,8 +95,11 @@ class Hub:
     # -- subscribing ---------------------------------------------------------------------
 
     async def attach(self, sub: Subscriber, after_seq: int | None) -> RoomStream:
-        """Adds a subscriber at `after_seq` (None: from now on) and marks its user online."""
+        """Adds a subscriber at `after_seq` (None: from now on) and marks its user online.
+        Behind the head, it is not live: its owner replays what it missed with
+        `stream.catch_up(sub)` (and again whenever the stream says it fell behind)."""
         stream = await self._stream(sub.room_id)
+        sub.room_id = stream.room_id  # one string per room, not one per subscription
         if after_seq is None or after_seq >= stream.last_seq:
             sub.delivered_seq = stream.last_seq if after_seq is None else after_seq
             sub.live = sub.delivered_seq >= stream.last_seq
@@ -111,13 +114,6 @@ class Hub:
             # would also leave `sub` in the stream with no detach.
             log.warning("presence join for room %s failed", sub.room_id, exc_info=True)
         return stream
-
-    async def serve(self, sub: Subscriber, stream: RoomStream) -> None:
-        """The subscription's own task: replays what it missed whenever it falls behind."""
-        while not sub.outbox.closed:
-            await stream.catch_up(sub)
-            await sub.wake.wait()
-            sub.wake.clear()
 
     async def detach(self, sub: Subscriber) -> None:
         stream = self.streams.get(sub.room_id)

@@ -103,7 +103,7 @@ class RoomStream:
         for sub in subs:
             self.remove(sub)
             sub.live = False
-            sub.on_end(code, message)
+            sub.end(code, message)
 
     async def catch_up(self, sub: Subscriber) -> None:
         """Replays from storage until `sub` reaches the live head, then makes it live with no
@@ -192,8 +192,7 @@ class RoomStream:
                     await sub.send_body(body)
                     sent += 1
             elif sub.delivered_seq < event.seq - 1:
-                sub.live = False  # missed something: back to catching up from storage
-                sub.wake.set()
+                sub.fell_behind()  # missed something: back to catching up from storage
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a big room must not hold up every other request
         if sent:

@@ -10,8 +10,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from realtime.tasks import spawn
 
@@ -51,7 +50,12 @@ class Body:
 
 
 class Outbox:
-    """Frames for one WebSocket connection, written in order without blocking the caller."""
+    """Frames for one WebSocket connection, written in order without blocking the caller.
+    One per socket, for as long as it is open: slotted, and its queue made only when the
+    transport first backs up (an idle socket holds none)."""
+
+    __slots__ = ("_abort", "_direct", "_drainer", "_max_bytes", "_max_frames", "_queue",
+                 "_queued_chars", "_send", "_writable", "closed")
 
     def __init__(self, send: Send, writable: Callable[[], bool],
                  abort: Callable[[], None] | None = None,
@@ -63,7 +67,7 @@ class Outbox:
         # Writes a finished frame to the socket, skipping the server's per-send framing (and
         # our per-subscriber encoding); False when the socket is no longer open.
         self._direct = direct
-        self._queue: deque[str] = deque()
+        self._queue: deque[str] | None = None
         self._queued_chars = 0
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -86,30 +90,35 @@ class Outbox:
         suspending), else queues; never waits for a slow peer."""
         if self.closed:
             return
-        if not self._queue and self._writable():
+        queue = self._queue
+        if not queue and self._writable():
             try:
                 await self._send({"type": "websocket.send", "text": frame})
             except Exception as exc:
                 self._lost(exc)
             return
-        if len(self._queue) >= self._max_frames or self._queued_chars > self._max_bytes:
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= self._max_frames or self._queued_chars > self._max_bytes:
             self.close(SLOW_CONSUMER_CODE, "slow consumer: reconnect and resume with a cursor")
             return
-        self._queue.append(frame)
+        queue.append(frame)
         self._queued_chars += len(frame)
         if self._drainer is None:
-            self._drainer = spawn(self._drain())
+            self._drainer = spawn(self._drain(queue))
 
-    async def _drain(self) -> None:
+    async def _drain(self, queue: deque[str]) -> None:
         try:
-            while self._queue and not self.closed:
-                frame = self._queue.popleft()
+            while queue and not self.closed:
+                frame = queue.popleft()
                 self._queued_chars -= len(frame)
                 await self._send({"type": "websocket.send", "text": frame})
         except Exception as exc:
             self._lost(exc)
         finally:
             self._drainer = None
+            if not queue and self._queue is queue:
+                self._queue = None  # drained: the socket is back to holding no queue
 
     def _lost(self, exc: Exception) -> None:
         """A failed send closes the outbox. A peer that went away (the server raises an
@@ -129,7 +138,8 @@ class Outbox:
         if self.closed:
             return
         self.closed = True
-        self._queue.clear()
+        if self._queue is not None:
+            self._queue.clear()
         self._queued_chars = 0
         log.info("closing websocket: %s", reason)
         spawn(self._close(code, reason))
@@ -143,28 +153,52 @@ class Outbox:
             log.debug("close after disconnect", exc_info=True)
 
 
-@dataclass(eq=False)
+class SubscriptionOwner(Protocol):
+    """Who runs a subscription (transport/): told when the stream ends it or it fell behind."""
+
+    def ended(self, code: str | None, message: str) -> None:
+        """The stream ended the subscription (removed from the room: FORBIDDEN; the room
+        closed: None), after taking it out of its groups."""
+
+    def behind(self) -> None:
+        """It missed events: replay them from storage (RoomStream.catch_up) until live."""
+
+
 class Subscriber:
-    """What a room stream needs to know of a subscription; transport/ fills in the rest."""
+    """What a room stream needs to know of a subscription; transport/ fills in the rest.
+    One per subscription for as long as it lives (hours): slotted, and no task or event of
+    its own; its owner is called when something has to be done for it."""
 
-    room_id: str
-    user_id: str
-    manager: bool  # sees what only hosts and moderators see (join requests)
-    admin: bool
-    group_key: Hashable
-    prefix: str  # '{"id":"<op id>","type":"next","payload":' — the frame minus payload
-    outbox: Outbox
-    spec: Any  # what transport/ needs to render for this subscriber (and its group)
-    delivered_seq: int = 0
-    live: bool = False
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    # Called with (code, message) when the stream ends the subscription (removed, closed).
-    on_end: Callable[[str | None, str], None] = lambda code, message: None
+    __slots__ = ("admin", "delivered_seq", "group_key", "live", "manager", "outbox", "owner",
+                 "prefix", "prefix_data", "room_id", "spec", "user_id")
 
-    prefix_data: bytes = b""
+    def __init__(self, room_id: str, user_id: str, manager: bool, admin: bool,
+                 group_key: Hashable, prefix: str, outbox: Outbox, spec: Any, *,
+                 delivered_seq: int = 0, live: bool = False,
+                 owner: SubscriptionOwner | None = None,
+                 prefix_data: bytes | None = None) -> None:
+        self.room_id = room_id
+        self.user_id = user_id
+        self.manager = manager  # sees what only hosts and moderators see (join requests)
+        self.admin = admin
+        self.group_key = group_key
+        self.prefix = prefix  # '{"id":"<op id>","type":"next","payload":' — the frame minus payload
+        self.prefix_data = prefix.encode() if prefix_data is None else prefix_data
+        self.outbox = outbox
+        self.spec = spec  # what transport/ needs to render for this subscriber (and its group)
+        self.delivered_seq = delivered_seq
+        self.live = live
+        self.owner = owner
 
-    def __post_init__(self) -> None:
-        self.prefix_data = self.prefix.encode()
+    def end(self, code: str | None, message: str) -> None:
+        if self.owner is not None:
+            self.owner.ended(code, message)
+
+    def fell_behind(self) -> None:
+        """Missed an event: out of the live fan-out until its owner has it caught up."""
+        self.live = False
+        if self.owner is not None:
+            self.owner.behind()
 
     async def send(self, payload: str) -> None:
         await self.outbox.push(self.prefix + payload + "}")

@@ -82,7 +82,8 @@ class Context:
     response: Any = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     auth: Viewer | AuthError | DatabaseUnavailable | None = None
-    # Set by strawberry from the WebSocket connection_init payload.
+    # Set by strawberry from the WebSocket connection_init payload; dropped once the socket is
+    # initialised (transport/ws.py: it holds the token, for as long as the socket is open).
     connection_params: dict[str, Any] | None = None
     # A socket's token as verified for WS_MAX_CONNECTIONS before the ack: not verified twice.
     claims: Claims | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,19 @@ def test_uvicorns_sansio_protocol_still_has_what_the_adapter_reads() -> None:
     assert uvicorn_adapter.sansio_internals_present(), (
         "uvicorn's WebSocketsSansIOProtocol no longer sets conn/transport/writable: "
         "update transport/uvicorn_adapter.py before raising uvicorn's upper bound")
+
+
+def test_uvicorn_uses_its_receive_queue_as_the_inbox_does() -> None:
+    assert uvicorn_adapter.queue_uses() <= uvicorn_adapter.QUEUE_USES, (
+        "uvicorn's WebSocketsSansIOProtocol uses its receive queue differently: give "
+        "transport/uvicorn_adapter.py Inbox what it now calls, as asyncio.Queue does it")
+
+
+def test_uvicorn_reads_its_handshake_only_while_completing_it() -> None:
+    assert uvicorn_adapter.handshake_readers() == {
+        "request": {"handle_connect"}, "response": {"handle_connect", "send"}}, (
+        "uvicorn's WebSocketsSansIOProtocol reads its handshake elsewhere now: check that "
+        "transport/uvicorn_adapter.py release_handshake may still drop it once complete")
 
 
 def test_make_run_uses_the_sansio_protocol_without_deflate() -> None:
@@ -67,6 +81,11 @@ async def test_the_direct_path_is_active_under_make_run_settings(live: LiveServe
     found, sent, received = await follow_a_room(live)
     assert [getattr(o, "_direct", None) is not None for o in found] == [True]
     assert received == sent
+    # What the socket's protocol kept: an Inbox for a queue, no copy of its handshake.
+    outbox: Any = found[0]
+    protocol = outbox._send.__self__
+    assert type(protocol.queue) is uvicorn_adapter.Inbox
+    assert (protocol.request, protocol.response) == (None, None)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,10 @@ the group gets the same text with its own operation id spliced in."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+import weakref
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,15 +27,68 @@ from transport.documents import Compiled
 log = logging.getLogger("collaboration.fanout")
 
 
+PREFIXES_KEPT = 256  # operation ids seen most ("1", "2", ...: one string for every socket)
+SHARED_ID_MAX = 64
+_groups: weakref.WeakValueDictionary[Hashable, Group] = weakref.WeakValueDictionary()
+
+
+class Group:
+    """What every subscription of one group has in common: its key and its variables. One
+    object per group (however many sockets share it) for as long as a subscription holds
+    it: thousands of sockets subscribing alike hold one copy, not thousands."""
+
+    __slots__ = ("__weakref__", "key", "variables")
+
+    def __init__(self, key: Hashable, variables: dict[str, Any]) -> None:
+        self.key = key
+        self.variables = variables
+
+
+def group_of(key: Hashable, variables: dict[str, Any]) -> Group:
+    """The live group of this key, or a new one (the key says the variables are equal)."""
+    group = _groups.get(key)
+    if group is None:
+        group = _groups[key] = Group(key, variables)
+    return group
+
+
 @dataclass(frozen=True, slots=True)
 class RenderSpec:
     compiled: Compiled
-    variables: dict[str, Any]
+    group: Group
     context: Context
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return self.group.variables
 
 
 def frame_prefix(operation_id: str) -> str:
+    if len(operation_id) <= SHARED_ID_MAX:
+        return _shared_prefix(operation_id)
+    return _prefix(operation_id)
+
+
+def frame_prefix_data(operation_id: str) -> bytes:
+    """frame_prefix, encoded (what the direct write path sends)."""
+    if len(operation_id) <= SHARED_ID_MAX:
+        return _shared_prefix_data(operation_id)
+    return _prefix(operation_id).encode()
+
+
+def _prefix(operation_id: str) -> str:
     return '{"id":' + orjson.dumps(operation_id).decode() + ',"type":"next","payload":'
+
+
+# Only short ids are kept: a client's id can be as long as a message.
+@functools.lru_cache(maxsize=PREFIXES_KEPT)
+def _shared_prefix(operation_id: str) -> str:
+    return _prefix(operation_id)
+
+
+@functools.lru_cache(maxsize=PREFIXES_KEPT)
+def _shared_prefix_data(operation_id: str) -> bytes:
+    return _shared_prefix(operation_id).encode()
 
 
 class GraphQLRenderer:

@@ -6,6 +6,13 @@ of uvicorn's `websockets-sansio` protocol (`conn`, `transport`, `writable`). Eve
 degrades to plain ASGI `send` when those attributes are not found, and
 tests/test_uvicorn_adapter.py fails loudly when an upgrade moves them, so the fast path cannot
 disappear without anyone noticing.
+
+Per socket, uvicorn also keeps what an open socket no longer needs: its handshake (request and
+response, headers and all) and an asyncio.Queue for what it receives (four deques). Once a
+socket is accepted the first is dropped and the second replaced by an Inbox
+(`release_handshake`, `slim_receive_queue`): ~3.5 KB less per idle socket. The same tests
+check that uvicorn still reads the handshake only while completing it and uses its queue
+only as the Inbox does.
 """
 
 from __future__ import annotations
@@ -49,10 +56,13 @@ class RawSendMiddleware:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        # Not a coroutine function: it hands back the inner app's awaitable, so a socket's
+        # await chain (held for as long as it is open) has no frame of its own for this.
         if scope["type"] == "websocket":
             scope[RAW_SEND_KEY] = send
-        await self.app(scope, receive, send)
+        result: Awaitable[None] = self.app(scope, receive, send)
+        return result
 
 
 def raw_send(websocket: Any) -> Send:
@@ -91,14 +101,147 @@ def direct_writer(send: Send) -> Callable[[bytes], bool] | None:
         return None
     if transport is None or getattr(conn, "extensions", None):
         return None
+    return _DirectWriter(conn, transport)
 
-    def write(data: bytes) -> bool:
-        if conn.state is not State.OPEN or transport.is_closing():
+
+class _DirectWriter:
+    """direct_writer's function: an object rather than a closure (one per socket)."""
+
+    __slots__ = ("conn", "transport")
+
+    def __init__(self, conn: Any, transport: Any) -> None:
+        self.conn = conn
+        self.transport = transport
+
+    def __call__(self, data: bytes) -> bool:
+        if self.conn.state is not State.OPEN or self.transport.is_closing():
             return False
-        transport.write(data)
+        self.transport.write(data)
         return True
 
-    return write
+
+# What uvicorn's sans-I/O protocol keeps of the handshake: the HTTP request and response,
+# headers and all (~2 KB a socket), for as long as the socket is open.
+HANDSHAKE_ATTRIBUTES = ("request", "response")
+
+
+def release_handshake(send: Send) -> bool:
+    """Drops uvicorn's copy of a completed handshake; True when it did. uvicorn reads it only
+    while completing the handshake (handle_connect, and `send` before it is complete): the
+    scope keeps what the app reads (headers, client, path)."""
+    protocol = _protocol(send)
+    if type(protocol).__name__ != SANSIO_PROTOCOL or not getattr(
+            protocol, "handshake_complete", False):
+        return False
+    if not all(hasattr(protocol, name) for name in HANDSHAKE_ATTRIBUTES):
+        return False
+    for name in HANDSHAKE_ATTRIBUTES:
+        setattr(protocol, name, None)
+    return True
+
+
+def handshake_readers() -> dict[str, set[str]]:
+    """Which methods of uvicorn's sans-I/O protocol read each attribute `release_handshake`
+    drops (tests/test_uvicorn_adapter.py: only those that complete the handshake may)."""
+    from uvicorn.protocols.websockets import websockets_sansio_impl as impl
+
+    cls = getattr(impl, SANSIO_PROTOCOL)
+    found: dict[str, set[str]] = {name: set() for name in HANDSHAKE_ATTRIBUTES}
+    for method, function in vars(cls).items():
+        names = getattr(getattr(function, "__code__", None), "co_names", ())
+        for name in HANDSHAKE_ATTRIBUTES:
+            if name in names:
+                found[name].add(method)
+    return found
+
+
+class Inbox:
+    """What uvicorn's sans-I/O protocol does with its receive queue (`put_nowait`, `get`,
+    `empty`: an unbounded asyncio.Queue), without what it does not use. An asyncio.Queue holds
+    three deques and an Event with a fourth (~3 KB) for as long as the socket is open; this
+    holds a list only while messages or a reader wait. Semantics are asyncio.Queue's (3.11)."""
+
+    __slots__ = ("_getters", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = [item]
+        else:
+            self._items.append(item)
+        self._wake_next()
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.pop(0)
+        if not self._items:
+            self._items = None
+        return item
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            if self._getters is None:
+                self._getters = []
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()  # just in case it is not done yet
+                if self._getters is not None and getter in self._getters:
+                    self._getters.remove(getter)
+                if self._items and not getter.cancelled():
+                    self._wake_next()  # the wake-up it got goes to the next reader
+                raise
+        return self.get_nowait()
+
+    def _wake_next(self) -> None:
+        getters = self._getters
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                break
+        if not getters:
+            self._getters = None
+
+
+# How uvicorn's sans-I/O protocol uses `self.queue` (tests/test_uvicorn_adapter.py compares
+# its source with this): Inbox does these, as asyncio.Queue does them.
+QUEUE_USES = frozenset({"put_nowait", "get", "empty"})
+
+
+def slim_receive_queue(send: Send) -> bool:
+    """Gives uvicorn's sans-I/O protocol an Inbox for its receive queue; True when it did.
+    Only while nothing waits on the queue (the app's receive loop, between two messages):
+    what is queued moves over in order."""
+    protocol = _protocol(send)
+    queue = getattr(protocol, "queue", None)
+    if type(protocol).__name__ != SANSIO_PROTOCOL or type(queue) is not asyncio.Queue:
+        return False
+    inbox = Inbox()
+    while not queue.empty():
+        inbox.put_nowait(queue.get_nowait())
+    protocol.queue = inbox
+    return True
+
+
+def queue_uses() -> set[str]:
+    """What uvicorn's sans-I/O protocol calls on `self.queue`, read from its source."""
+    import inspect
+    import re
+
+    from uvicorn.protocols.websockets import websockets_sansio_impl as impl
+
+    source = inspect.getsource(getattr(impl, SANSIO_PROTOCOL))
+    return set(re.findall(r"self\.queue\.(\w+)", source))
 
 
 def abort_probe(send: Send) -> Callable[[], None] | None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from datetime import UTC, datetime
+from json import JSONDecodeError
 from typing import Any
 
-import orjson
-from graphql import FieldNode, GraphQLError, OperationType
-from graphql.execution.values import get_argument_values, get_variable_values
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
+from graphql import OperationType
+from starlette.websockets import WebSocketDisconnected as StarletteDisconnected
+from starlette.websockets import WebSocketState
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
@@ -29,19 +30,16 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 
 from auth import AuthError, parse_bearer
 from graph_db.driver import DatabaseUnavailable
-from graph_db.models import Role
 from observability import logs
 from observability.metrics import rate_limited
 from observability.operations import SocketRecord
-from realtime.subscriber import Outbox, Subscriber
+from realtime.subscriber import Outbox
 from realtime.tasks import spawn
-from resolvers import audit, room_events
-from resolvers.context import Context
-from resolvers.errors import Unauthenticated, masked
+from resolvers.errors import Unauthenticated
 from transport import uvicorn_adapter
-from transport.documents import ROOM_EVENTS_FIELD, Compiled
+from transport.deadlines import deadlines
+from transport.documents import Compiled
 from transport.errors import RequestTimeout
-from transport.fanout import RenderSpec, frame_prefix
 from transport.limits import SubscriptionLimitExceeded
 from transport.rate_limit import RateLimited
 from transport.ws_limits import (
@@ -50,23 +48,20 @@ from transport.ws_limits import (
     SocketLimits,
     TokenBucket,
 )
-from transport.ws_messages import bearer_of, coded, well_formed
+from transport.ws_messages import bearer_of, well_formed
+from transport.ws_room_events import Op, RoomEventsHandler, RoomOperation
 
 log = logging.getLogger(__name__)
 FLUSH_BEFORE_CLOSE_S = 1.0
 TRY_AGAIN_LATER = 1013  # RFC 6455; graphql-ws clients reconnect after it
 _fallback_warned = False
 
-Op = Operation[Context, None]
 
-
-class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    _outbox: Outbox | None = None
-    _expiry: asyncio.TimerHandle | None = None
+class TransportWSHandler(RoomEventsHandler):
+    _expiry: int | None = None  # the token's deadline (transport.deadlines)
     _bucket: TokenBucket | None = None
     _slot: tuple[str, str] | None = None  # (user, connection) counted by WS_MAX_CONNECTIONS
     _closing = False
-    _record: SocketRecord | None = None  # once acknowledged: metrics and operation lines
 
     def outbox(self) -> Outbox:
         if self._outbox is None:
@@ -78,6 +73,50 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                                   uvicorn_adapter.abort_probe(send), direct)
         return self._outbox
 
+    async def handle(self) -> None:
+        """strawberry's loop (`handle` reading `iter_json`), in one frame: its async
+        generator's frame, and the frames of Starlette's `receive_text`, held the last
+        message (the subscribe, with its query) for as long as the socket lived."""
+        self.on_request_accepted()
+        ws = self.websocket.ws  # type: ignore[attr-defined]
+        # Accepted, and nothing awaits the socket's receive queue yet: what uvicorn keeps per
+        # socket and no longer needs goes (its handshake), or gets lighter (its queue).
+        send = uvicorn_adapter.raw_send(ws)
+        uvicorn_adapter.release_handshake(send)
+        uvicorn_adapter.slim_receive_queue(send)
+        try:
+            try:
+                while ws.application_state != WebSocketState.DISCONNECTED:
+                    if ws.application_state != WebSocketState.CONNECTED:  # as receive_text
+                        raise StarletteDisconnected(
+                            'WebSocket is not connected. Need to call "accept" first.')
+                    received = await ws.receive()
+                    if received["type"] == "websocket.disconnect":
+                        break
+                    message = self._decoded(received)
+                    del received  # nothing of a message stays while the socket idles
+                    await self.handle_message(message)
+                    del message
+            except NonTextMessageReceived:
+                await self.handle_invalid_message("WebSocket message type must be text")
+            except NonJsonMessageReceived:
+                await self.handle_invalid_message("WebSocket message must be valid JSON")
+        except WebSocketDisconnected:
+            pass
+        finally:
+            await self.shutdown()
+
+    def _decoded(self, received: dict[str, Any]) -> Any:
+        """A text message's JSON, with the errors strawberry's `iter_json` raises."""
+        try:
+            text = received["text"]
+        except KeyError as exc:
+            raise NonTextMessageReceived from exc
+        try:
+            return self.view.decode_json(text)
+        except JSONDecodeError as exc:
+            raise NonJsonMessageReceived from exc
+
     @property
     def limits(self) -> SocketLimits:
         limits: SocketLimits = self.view.socket_limits  # type: ignore[attr-defined]
@@ -87,7 +126,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self._outbox is not None:
             self._outbox.closed = True
         if self._expiry is not None:
-            self._expiry.cancel()
+            deadlines().cancel(self._expiry)
+            self._expiry = None
         try:
             await super().shutdown()
         finally:
@@ -127,6 +167,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(code=TRY_AGAIN_LATER,
                                        reason="database unavailable: retry shortly")
             return
+        if self.connection_init_received:
+            # Both done with once the socket is initialised (strawberry keeps them): the
+            # timeout task, cancelled, holds its CancelledError and traceback; the payload
+            # holds the token.
+            self.connection_init_timeout_task = None
+            self.context.connection_params = None
         if self.connection_acknowledged and self._expiry is None:
             self._arm_expiry()
         if self.connection_acknowledged and self._record is None:
@@ -168,9 +214,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self._record is not None:
             self._record.finish(operation_id)
         operation = self.operations.get(operation_id)
-        if operation is not None:
-            operation.completed = True  # the client completed it: nothing more may follow
-        await super().cleanup_operation(operation_id)
+        if operation is None:
+            return
+        operation.completed = True  # the client completed it: nothing more may follow
+        if operation.task is not None:
+            await super().cleanup_operation(operation_id)  # cancelled: its task cleans up
+            return
+        del self.operations[operation_id]  # a live roomEvents, which holds no task
+        if isinstance(operation, RoomOperation):
+            try:
+                await self._release(operation, None)
+            except Exception:  # as a failure in its task would have been: logged
+                log.exception("roomEvents: releasing %s failed", operation_id)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if not self.connection_acknowledged or message["id"] in self.operations:
@@ -197,11 +252,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if not compiled.room_events:
             await super().handle_subscribe(message)
             return
-        operation = Operation(self, message["id"], payload["query"], payload.get("variables"),
-                              payload.get("operationName"))
-        operation.task = asyncio.create_task(self._room_events(operation, compiled))
-        operation.task.add_done_callback(self._task_done)
-        self.operations[message["id"]] = operation
+        self.start_room_events(message["id"], payload, compiled)
 
     async def _refused(self, operation_id: str, compiled: Compiled,
                        variables: dict[str, Any] | None) -> bool:
@@ -249,123 +300,6 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                  "payload": {"data": None, "errors": [error.formatted]}})
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
 
-    # -- roomEvents ----------------------------------------------------------------------
-
-    async def _room_events(self, operation: Op, compiled: Compiled) -> None:
-        """The operation's task. However it ends, the client is told, and its id is free
-        for reuse."""
-        try:
-            await self._follow(operation, compiled)
-        except asyncio.CancelledError:
-            raise
-        except GraphQLError as error:  # refused: not a participant, a bad cursor, ...
-            self._settle(operation, [error])
-            await self._finish(operation, [error])
-        except Exception as exc:
-            request_id = uuid.uuid4().hex[:16]
-            public = masked(exc, request_id)
-            log.error("roomEvents failed with %s [request %s, connection %s]",
-                      public.code, request_id, self.context.request_id,
-                      exc_info=exc)
-            self._settle(operation, [public])
-            await self._finish(operation, [public])
-        finally:
-            self._forget(operation)
-
-    async def _follow(self, operation: Op, compiled: Compiled) -> None:
-        hub = self.context.services.hub
-        token = self.context.start_operation()  # loaders for the checks only, then released
-        try:
-            variables, start = await self._start(operation, compiled)
-        finally:
-            self.context.end_operation(token)
-        # The subscribe message is not needed any more; a subscription may live for hours.
-        operation.query, operation.variables = "", None
-        sub = Subscriber(
-            room_id=str(start.room.id), user_id=self.context.viewer.id, manager=start.manager,
-            admin=self.context.viewer.role is Role.ADMIN,
-            group_key=self._group_key(variables, compiled),
-            prefix=frame_prefix(operation.id), outbox=self.outbox(),
-            spec=RenderSpec(compiled, variables, self.context))
-        with audit.subscription_span(self.context, sub.room_id) as ending:
-            def on_end(code: str | None, text: str) -> None:
-                ending.code = code
-                self._end(operation, code, text)
-            sub.on_end = on_end
-            stream = await hub.attach(sub, start.after_seq)
-            try:
-                if not await room_events.still_participant(self.context.db, sub.room_id,
-                                                           sub.user_id):
-                    on_end("FORBIDDEN", "you are no longer a participant")
-                await hub.serve(sub, stream)
-            finally:
-                await hub.detach(sub)
-
-    async def _start(self, operation: Op, compiled: Compiled
-                     ) -> tuple[dict[str, Any], room_events.StreamStart]:
-        assert compiled.operation is not None
-        schema = self.view.documents.schema  # type: ignore[attr-defined]
-        coerced = get_variable_values(schema, compiled.operation.variable_definitions or [],
-                                      operation.variables or {}, hide_suggestions=not
-                                      self.view.documents.admission.suggestions)  # type: ignore[attr-defined]
-        if isinstance(coerced, list):
-            error = coerced[0]
-            error.extensions = {"code": "BAD_USER_INPUT"}
-            raise error
-        field = next(s for s in compiled.operation.selection_set.selections
-                     if isinstance(s, FieldNode) and s.name.value == ROOM_EVENTS_FIELD)
-        field_def = schema.subscription_type.fields[ROOM_EVENTS_FIELD]
-        args = get_argument_values(field_def, field, coerced)
-        start = await room_events.authorize(self.context, str(args["roomId"]), args.get("after"))
-        if self._record is not None:  # its set-up is what a subscription's line times
-            self._record.finish(operation.id)
-        return operation.variables or {}, start
-
-    def _group_key(self, variables: dict[str, Any], compiled: Compiled) -> tuple[Any, ...]:
-        """Same document, same variables, same viewer-dependence: same frames. (The stream
-        adds what the subscriber may see.)"""
-        key = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS).decode()
-        viewer = self.context.viewer.id if compiled.viewer_dependent else None
-        return (id(compiled), key, viewer)
-
-    def _end(self, operation: Op, code: str | None, text: str) -> None:
-        """The stream ended the subscription (removed from the room: FORBIDDEN; the room
-        closed: None, a plain `complete`)."""
-        spawn(self._finish(operation, None if code is None else [coded(text, code)]))
-        if operation.task is not None:
-            operation.task.cancel()
-
-    # -- ending operations -----------------------------------------------------------------
-
-    def _forget(self, operation: Op) -> None:
-        """Frees the operation's id, unless the client already reused it for another."""
-        if self.operations.get(operation.id) is operation:
-            del self.operations[operation.id]
-
-    async def _final(self, operation: Op, frames: list[dict[str, Any]]) -> None:
-        """The operation's last frames, through the outbox so they follow its events."""
-        if operation.completed:
-            return
-        operation.completed = True
-        self._forget(operation)
-        outbox = self.outbox()
-        for frame in frames:
-            await outbox.push(orjson.dumps(frame).decode())
-
-    def _settle(self, operation: Op, errors: list[GraphQLError]) -> None:
-        """A roomEvents that failed to start: its operation line (a no-op once started)."""
-        if self._record is not None:
-            self._record.settle(operation.id, errors)
-
-    async def _finish(self, operation: Op, errors: list[GraphQLError] | None) -> None:
-        frames: list[dict[str, Any]] = []
-        if errors:
-            frames.append({"id": operation.id, "type": "next",
-                           "payload": {"data": None,
-                                       "errors": [e.formatted for e in errors]}})
-        frames.append({"id": operation.id, "type": "complete"})
-        await self._final(operation, frames)
-
     # -- token expiry ------------------------------------------------------------------------
 
     def _arm_expiry(self) -> None:
@@ -373,15 +307,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         graphql-ws clients retry a 4403 close silently for about a minute."""
         expires_at = self.context.viewer.claims.expires_at
         delay = max((expires_at - datetime.now(UTC)).total_seconds(), 0.0)
-        self._expiry = asyncio.get_running_loop().call_later(
-            delay, lambda: spawn(self._token_expired()))
+        self._expiry = deadlines().add(asyncio.get_running_loop().time() + delay,
+                                       self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        spawn(self._token_expired())
 
     async def _token_expired(self) -> None:
         error = Unauthenticated("token expired: reconnect with a fresh token")
         for operation in list(self.operations.values()):
             await self._finish(operation, [error])
-            if operation.task is not None:
-                operation.task.cancel()
+            self.stop_operation(operation)
         if self._outbox is not None:
             await self._outbox.flushed(FLUSH_BEFORE_CLOSE_S)
         try:
@@ -396,4 +333,3 @@ def _warn_fallback() -> None:
         _fallback_warned = True
         log.warning("fan-out: this server's WebSocket protocol is not uvicorn's %s; frames go "
                     "through ASGI send (slower)", uvicorn_adapter.WS_IMPLEMENTATION)
-

@@ -30,7 +30,9 @@ class SocketLimits:
 
 
 class TokenBucket:
-    """`burst` messages at once, refilled at `rate` per second."""
+    """`burst` messages at once, refilled at `rate` per second. One per socket: slotted."""
+
+    __slots__ = ("at", "burst", "rate", "tokens")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
