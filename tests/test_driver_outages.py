@@ -71,8 +71,11 @@ async def test_graceful_stops_under_transactions_answer_unavailable(tmp_path: Pa
     # The stops did hit transactions: some were retried, some perhaps past the budget (a
     # machine that restarts the server within UNAVAILABLE_FOR_S answers them all, as CI did).
     assert db.stats.retried + outcomes["unavailable"] > 0, outcomes
-    # ... and collab_db_retries_total{reason="unavailable"} counted each retry.
-    assert unavailable_retries() - retried_before == db.stats.retried
+    # ... and collab_db_retries_total{reason="unavailable"} counted them (retried also
+    # counts write conflicts, which concurrent creates may meet in ArcadeDB).
+    counted = unavailable_retries() - retried_before
+    assert counted <= db.stats.retried
+    assert counted > 0 or outcomes["unavailable"] > 0  # (a cut-off commit is not retried)
     assert set(outcomes) == {"ok", "unavailable"}, outcomes
 
 
