@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -314,13 +314,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def run_and_print(go: Callable[[], Coroutine[Any, Any, dict[str, Any]]]) -> None:
+    """A load generator's run on uvloop (when installed), its result as one JSON line."""
     raise_nofile()
-
-    async def go() -> dict[str, Any]:
-        return await LoadGen(args).run()
-
     try:
         import uvloop
     except ImportError:
@@ -328,6 +324,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         result = uvloop.run(go())
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    run_and_print(lambda: LoadGen(args).run())
 
 
 if __name__ == "__main__":

@@ -25,14 +25,13 @@ import base64
 import collections
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench.loadgen import children_cpu_s, cpu_s, raise_nofile
+from bench.loadgen import children_cpu_s, cpu_s, run_and_print
 from bench.wsclient import Stats, WSClient, pct
 
 TAG = b"bench|s|"  # the storm's message (bench.storm posts it, bench.raw_server cans it)
@@ -225,18 +224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    raise_nofile()
-
-    async def go() -> dict[str, Any]:
-        return await Storm(args).run()
-
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(go())
-    else:
-        result = uvloop.run(go())
-    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    run_and_print(lambda: Storm(args).run())
 
 
 if __name__ == "__main__":

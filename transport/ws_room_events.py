@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from typing import Any, cast
 
 import orjson
@@ -77,15 +78,7 @@ class RoomEventsHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def _room_events(self, operation: RoomOperation, compiled: Compiled) -> None:
         """The operation's task until it is live. However it ends, the client is told, and
         its id is free for reuse."""
-        live = False
-        try:
-            live = await self._follow(operation, compiled)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._failed(operation, exc)
-        finally:
-            self._settled(operation, live)
+        await self._guarded(operation, self._follow(operation, compiled))
 
     async def _follow(self, operation: RoomOperation, compiled: Compiled) -> bool:
         """Starts the subscription; True once it is live."""
@@ -146,9 +139,15 @@ class RoomEventsHandler(BaseGraphQLTransportWSHandler[Context, None]):
             operation.task.add_done_callback(self._task_done)
 
     async def _catch_up(self, operation: RoomOperation) -> None:
+        await self._guarded(operation, self._serve(operation))
+
+    async def _guarded(self, operation: RoomOperation, step: Coroutine[Any, Any, bool]
+                       ) -> None:
+        """Runs a task's step (start, or replay); however it ends, the client is told, and
+        the operation is settled: kept without a task when live, else released."""
         live = False
         try:
-            live = await self._serve(operation)
+            live = await step
         except asyncio.CancelledError:
             raise
         except Exception as exc:
