@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from graph_db import pages
-from graph_db.messages import MessageRecord
+from graph_db.messages import MessageRecord, ReactionRecord
 from graph_db.models import RoomRecord, UserRecord
-from resolvers import audit, pagination
+from resolvers import audit, maybe, pagination
 from resolvers.access import RoomAccess, find_room
 from resolvers.context import Context
 from resolvers.errors import BadInput, NotFound
+from resolvers.maybe import MaybeAwaitable
 from resolvers.pagination import Page
 
 ROOM_PAGE_DEFAULT = 50
@@ -105,8 +106,11 @@ def _prime(ctx: Context, page: list[MessageRecord]) -> None:
         ctx.loaders.message.prime(m.id, m)
 
 
-async def author(ctx: Context, m: MessageRecord) -> UserRecord:
-    user = await ctx.loaders.user.load(m.author_id)
+def author(ctx: Context, m: MessageRecord) -> MaybeAwaitable[UserRecord]:
+    return maybe.then(maybe.load(ctx.loaders.user, m.author_id), _existing_user)
+
+
+def _existing_user(user: UserRecord | None) -> UserRecord:
     assert user is not None, "a message's author is a user node"
     return user
 
@@ -118,23 +122,27 @@ async def room(ctx: Context, m: MessageRecord) -> RoomRecord:
     return found
 
 
-async def parent(ctx: Context, m: MessageRecord) -> MessageRecord | None:
-    return await ctx.loaders.message.load(m.parent_id) if m.parent_id else None
+def parent(ctx: Context, m: MessageRecord) -> MaybeAwaitable[MessageRecord | None]:
+    return maybe.load(ctx.loaders.message, m.parent_id) if m.parent_id else None
 
 
-async def reply_count(ctx: Context, m: MessageRecord) -> int:
-    return await ctx.loaders.reply_count.load(m.id)
+def reply_count(ctx: Context, m: MessageRecord) -> MaybeAwaitable[int]:
+    return maybe.load(ctx.loaders.reply_count, m.id)
 
 
-async def reactions(ctx: Context, m: MessageRecord) -> list[ReactionGroup]:
+def reactions(ctx: Context, m: MessageRecord) -> MaybeAwaitable[list[ReactionGroup]]:
     """Grouped by emoji, in the order each emoji was first used."""
     if m.deleted:
         return []
-    groups: dict[str, list[str]] = {}
-    for r in await ctx.loaders.reactions.load(m.id):
-        groups.setdefault(r.emoji, []).append(r.user_id)
     me = ctx.viewer.id
-    return [ReactionGroup(emoji, ids, me in ids) for emoji, ids in groups.items()]
+
+    def grouped(found: list[ReactionRecord]) -> list[ReactionGroup]:
+        groups: dict[str, list[str]] = {}
+        for r in found:
+            groups.setdefault(r.emoji, []).append(r.user_id)
+        return [ReactionGroup(emoji, ids, me in ids) for emoji, ids in groups.items()]
+
+    return maybe.then(maybe.load(ctx.loaders.reactions, m.id), grouped)
 
 
 async def users(ctx: Context, user_ids: list[str] | tuple[str, ...]) -> list[UserRecord]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from graph_db.audit import Outcome
 from graph_db.models import ParticipantRecord, RoomRecord, UserRecord
-from resolvers import audit, policy
+from resolvers import audit, maybe, policy
 from resolvers.access import find_room
 from resolvers.context import Context
+from resolvers.maybe import MaybeAwaitable
 
 
-async def host(ctx: Context, room: RoomRecord) -> UserRecord:
-    user = await ctx.loaders.user.load(room.host_id)
+def host(ctx: Context, room: RoomRecord) -> MaybeAwaitable[UserRecord]:
+    return maybe.then(maybe.load(ctx.loaders.user, room.host_id), _existing_host)
+
+
+def _existing_host(user: UserRecord | None) -> UserRecord:
     assert user is not None, "a room's host is a user node"
     return user
 
@@ -25,8 +29,8 @@ async def participants(ctx: Context, room: RoomRecord) -> list[ParticipantRecord
     return await ctx.loaders.participants.load(room.id)
 
 
-async def participant_count(ctx: Context, room: RoomRecord) -> int:
-    return await ctx.loaders.participant_count.load(room.id)
+def participant_count(ctx: Context, room: RoomRecord) -> MaybeAwaitable[int]:
+    return maybe.load(ctx.loaders.participant_count, room.id)
 
 
 async def my_membership(ctx: Context, room: RoomRecord) -> ParticipantRecord | None:

@@ -6,7 +6,7 @@ are added with it."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Self
+from typing import Optional, Self
 
 import strawberry
 from strawberry.types import Info
@@ -16,6 +16,7 @@ from resolvers import message_fields
 from resolvers import messages as resolve
 from resolvers.audit import audited
 from resolvers.context import Context
+from resolvers.maybe import MaybeAwaitable, then
 from schema.common import PageInfo
 from schema.rooms import Room
 from schema.users import User
@@ -72,18 +73,17 @@ class Message:
     async def room(self, info: Ctx) -> Room:
         return Room.of(await message_fields.room(info.context, self._record))
 
-    @strawberry.field
-    async def author(self, info: Ctx) -> User:
-        return User.of(await message_fields.author(info.context, self._record))
+    @strawberry.field(graphql_type=User)
+    def author(self, info: Ctx) -> MaybeAwaitable[User]:
+        return then(message_fields.author(info.context, self._record), User.of)
 
-    @strawberry.field
-    async def parent(self, info: Ctx) -> Message | None:
-        found = await message_fields.parent(info.context, self._record)
-        return Message.of(found) if found else None
+    @strawberry.field(graphql_type=Optional["Message"])
+    def parent(self, info: Ctx) -> MaybeAwaitable[Message | None]:
+        return then(message_fields.parent(info.context, self._record), _message_or_none)
 
-    @strawberry.field
-    async def reply_count(self, info: Ctx) -> int:
-        return await message_fields.reply_count(info.context, self._record)
+    @strawberry.field(graphql_type=int)
+    def reply_count(self, info: Ctx) -> MaybeAwaitable[int]:
+        return message_fields.reply_count(info.context, self._record)
 
     @strawberry.field
     async def replies(self, info: Ctx, first: int | None = 50,
@@ -91,14 +91,18 @@ class Message:
         page = await message_fields.replies(info.context, self._record, first, after)
         return MessageConnection.of(page)
 
-    @strawberry.field
-    async def reactions(self, info: Ctx) -> list[ReactionGroup]:
-        groups = await message_fields.reactions(info.context, self._record)
-        return [ReactionGroup.of(g) for g in groups]
+    @strawberry.field(graphql_type=list[ReactionGroup])
+    def reactions(self, info: Ctx) -> MaybeAwaitable[list[ReactionGroup]]:
+        return then(message_fields.reactions(info.context, self._record),
+                    lambda groups: [ReactionGroup.of(g) for g in groups])
 
     @strawberry.field
     async def mentions(self, info: Ctx) -> list[User]:
         return [User.of(u) for u in await message_fields.mentions(info.context, self._record)]
+
+
+def _message_or_none(found: MessageRecord | None) -> Message | None:
+    return Message.of(found) if found else None
 
 
 @strawberry.type

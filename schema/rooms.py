@@ -12,6 +12,7 @@ from graph_db.models import JoinRequestRecord, ParticipantRecord, RoomRecord
 from resolvers import membership, message_fields, room_fields
 from resolvers import rooms as resolve
 from resolvers.context import Context
+from resolvers.maybe import MaybeAwaitable, then
 from schema.common import PageInfo
 from schema.enums import JoinRequestStatus, JoinStatus, ParticipantRole, RoomType, RoomVisibility
 from schema.users import User
@@ -66,18 +67,18 @@ class Room:
         found = await room_fields.room_of(info.context, id)
         return cls.of(found) if found else None
 
-    @strawberry.field
-    async def host(self, info: Ctx) -> User:
-        return User.of(await room_fields.host(info.context, self._record))
+    @strawberry.field(graphql_type=User)
+    def host(self, info: Ctx) -> MaybeAwaitable[User]:
+        return then(room_fields.host(info.context, self._record), User.of)
 
     @strawberry.field
     async def participants(self, info: Ctx) -> list[Participant]:
         found = await room_fields.participants(info.context, self._record)
         return [Participant.of(p) for p in found]
 
-    @strawberry.field
-    async def participant_count(self, info: Ctx) -> int:
-        return await room_fields.participant_count(info.context, self._record)
+    @strawberry.field(graphql_type=int)
+    def participant_count(self, info: Ctx) -> MaybeAwaitable[int]:
+        return room_fields.participant_count(info.context, self._record)
 
     @strawberry.field(description="The caller's membership, null when the caller is not a "
                                   "participant.")
