@@ -81,6 +81,10 @@ class RoomRecord:
     created_at: datetime
     updated_at: datetime
     created_ms: int
+    # The room's event log when read: its last seq, and the seq up to which it was pruned
+    # (a subscription's cursor is checked against these in the same read as its access).
+    seq: int = 0
+    pruned_seq: int = 0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RoomRecord:
@@ -89,7 +93,8 @@ class RoomRecord:
             type=RoomType(row["type"]), visibility=RoomVisibility(row["visibility"]),
             max_participants=row["maxParticipants"], host_id=row["hostId"],
             created_at=_at(row["createdAt"]), updated_at=_at(row["updatedAt"]),
-            created_ms=row["createdAt"],
+            created_ms=row["createdAt"], seq=row.get("seq") or 0,
+            pruned_seq=row.get("prunedSeq") or 0,
         )
 
 

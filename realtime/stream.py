@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict, deque
 from collections.abc import Hashable
+from itertools import pairwise
 from typing import Protocol
 
 from graph_db import events as event_log
@@ -26,6 +28,16 @@ MANAGERS_ONLY = frozenset({EventType.JOIN_REQUESTED})
 MANAGER_ROLES = frozenset({ParticipantRole.HOST, ParticipantRole.MODERATOR})
 EMPTY_SELECTION = '{"data":{"roomEvents":{}}}'
 YIELD_EVERY = 500
+# Replays after a deploy or a blip: every client of a room resumes from about the same
+# cursor. The stream keeps its newest events and the replayed renders of each group, so a
+# storm of N resuming subscribers costs one read and one render per group, not N of each
+# (bench/storm.py). Small per room: a process may follow thousands of rooms.
+RECENT_EVENTS = 64
+REPLAY_RENDERS = 32
+
+
+class _Abandoned(Exception):
+    """A shared replay render that did not finish."""
 
 
 class Renderer(Protocol):
@@ -49,6 +61,9 @@ class RoomStream:
         self._expiry_tick = Envelope(EventRecord(room_id, 0, EventType.TYPING_CHANGED, 0))
         self._tick_queued = False
         self.closed = False
+        # Contiguous, ending at last_seq when not empty.
+        self._recent: deque[EventRecord] = deque(maxlen=RECENT_EVENTS)
+        self._replayed: OrderedDict[tuple[Hashable, int], asyncio.Future[Body]] = OrderedDict()
 
     async def start(self) -> None:
         head = await event_log.stream_head(self.db, self.room_id)
@@ -106,28 +121,70 @@ class RoomStream:
             sub.end(code, message)
 
     async def catch_up(self, sub: Subscriber) -> None:
-        """Replays from storage until `sub` reaches the live head, then makes it live with no
-        await in between, so the seam has neither a gap nor a duplicate."""
+        """Replays from memory or storage until `sub` reaches the live head, then makes it
+        live with no await in between, so the seam has neither a gap nor a duplicate."""
         while not sub.live and not sub.outbox.closed:
             target = self.last_seq
             if sub.delivered_seq >= target:
                 sub.live = True
                 return
-            page = await event_log.events_after(self.db, self.room_id, sub.delivered_seq,
-                                                up_to=target, limit=CATCH_UP_PAGE)
+            page = self._recent_after(sub.delivered_seq, target)
+            if page is None:
+                page = await event_log.events_after(self.db, self.room_id, sub.delivered_seq,
+                                                    up_to=target, limit=CATCH_UP_PAGE)
+                self._remember(page)
             if not page:
                 sub.delivered_seq = target
                 continue
             sent = 0
             for record in page:
                 if record.type not in MANAGERS_ONLY or sub.manager:
-                    envelope = Envelope(record)
-                    payload = await self.renderer.render(sub, envelope, self.cursor(record.seq))
-                    await sub.send(payload)
+                    await sub.send_body(await self._replay_body(sub, record))
                     sent += 1
                 sub.delivered_seq = record.seq
             if sent:
                 FANOUT_DELIVERIES.inc(sent)
+
+    def _recent_after(self, after: int, up_to: int) -> list[EventRecord] | None:
+        """The events after `after` up to `up_to` when memory holds all of them."""
+        recent = self._recent
+        if not recent or recent[0].seq > after + 1 or recent[-1].seq < up_to:
+            return None
+        start = after + 1 - recent[0].seq
+        return [recent[i] for i in range(start, min(len(recent), start + CATCH_UP_PAGE))
+                if recent[i].seq <= up_to]
+
+    def _remember(self, page: list[EventRecord]) -> None:
+        """A page read from storage that reaches the head seeds the memory of a new stream."""
+        if self._recent or not page or page[-1].seq != self.last_seq:
+            return
+        if all(b.seq == a.seq + 1 for a, b in pairwise(page)):
+            self._recent.extend(page)
+
+    async def _replay_body(self, sub: Subscriber, record: EventRecord) -> Body:
+        """A replayed event as `sub`'s group sees it: rendered once per group (as live), also
+        when the group's subscribers replay it at the same moment."""
+        key = (sub.group_key, record.seq)
+        while (pending := self._replayed.get(key)) is not None:
+            self._replayed.move_to_end(key)
+            try:
+                return await asyncio.shield(pending)
+            except _Abandoned:
+                continue  # its renderer failed or went away: render it here
+        rendered: asyncio.Future[Body] = asyncio.get_running_loop().create_future()
+        self._replayed[key] = rendered
+        if len(self._replayed) > REPLAY_RENDERS:
+            self._replayed.popitem(last=False)
+        try:
+            body = Body(await self.renderer.render(sub, Envelope(record), self.cursor(record.seq)))
+        except BaseException:
+            if self._replayed.get(key) is rendered:
+                del self._replayed[key]
+            rendered.set_exception(_Abandoned())
+            rendered.exception()  # retrieved: waiters, if any, render for themselves
+            raise
+        rendered.set_result(body)
+        return body
 
     def cursor(self, seq: int) -> str:
         return cursor.encode(self.room_id, seq)
@@ -166,6 +223,13 @@ class RoomStream:
 
     async def _durable(self, envelope: Envelope) -> None:
         event = envelope.event
+        if self._recent and self._recent[-1].seq != event.seq - 1:
+            self._recent.clear()  # a gap in storage: memory stays contiguous
+        self._recent.append(event)
+        if event.type is not EventType.MESSAGE_POSTED:
+            # An edit, a deletion, a role change...: a replay renders what is stored now
+            # (a deleted message's content must not come back from memory).
+            self._replayed.clear()
         self.last_seq = event.seq
         for group in list(self.groups.values()):
             await self._dispatch_group(group, envelope)

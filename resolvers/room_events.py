@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from graph_db import events as event_log
 from graph_db import participants
 from graph_db.driver import GraphDB
 from graph_db.events import EventType
@@ -55,12 +54,10 @@ async def _authorize(ctx: Context, room_id: str, after: str | None) -> StreamSta
             after_seq = event_cursor.decode(room_id, after)
         except ValueError as exc:
             raise BadInput("after", str(exc)) from None
-        head = await event_log.stream_head(ctx.db, room_id)
-        if head is None:
-            raise NotFound("room")
-        if after_seq > head.seq:
+        room = found.room  # read with the access check: its log's head and pruned point
+        if after_seq > room.seq:
             raise BadInput("after", "cursor is ahead of this room's events")
-        if after_seq < head.pruned:
+        if after_seq < room.pruned_seq:
             raise ResyncRequired("events after this cursor are no longer kept: "
                                  "refetch the room, then subscribe without a cursor")
     manager = policy.can_manage(found.viewer.role, found.member)

@@ -27,6 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Subscr
 from graph_db.audit import Outcome
 from graph_db.models import Role
 from observability.operations import SocketRecord
+from realtime.stream import RoomStream
 from realtime.subscriber import Outbox, Subscriber
 from realtime.tasks import spawn
 from resolvers import audit, room_events
@@ -39,6 +40,8 @@ from transport.ws_messages import coded
 log = logging.getLogger(__name__)
 
 Op = Operation[Context, None]
+# A room's stream in this process and its last processed seq (None: it had none).
+Seen = tuple[RoomStream, int] | None
 
 
 class RoomOperation(Operation[Context, None]):
@@ -85,7 +88,7 @@ class RoomEventsHandler(BaseGraphQLTransportWSHandler[Context, None]):
         hub = self.context.services.hub
         token = self.context.start_operation()  # loaders for the checks only, then released
         try:
-            variables, start = await self._start(operation, compiled)
+            variables, start, seen = await self._start(operation, compiled)
         finally:
             self.context.end_operation(token)
         # The subscribe message is not needed any more; a subscription may live for hours.
@@ -99,12 +102,15 @@ class RoomEventsHandler(BaseGraphQLTransportWSHandler[Context, None]):
             outbox=self.outbox(), spec=RenderSpec(compiled, group, self.context),
             owner=operation)
         try:
-            await hub.attach(sub, start.after_seq)
+            stream = await hub.attach(sub, start.after_seq)
         except BaseException as exc:  # the subscription had started: its end is recorded
             self._audit_end(sub.room_id, operation.code, exc)
             raise
         operation.sub = sub
-        return await self._serve(operation, check=True)
+        # A removal that raced the subscribe is an event this process's stream processed
+        # between the check and the attach (one it processes later ends the subscription
+        # itself): only then is the membership read again.
+        return await self._serve(operation, check=seen != (stream, stream.last_seq))
 
     async def _serve(self, operation: RoomOperation, *, check: bool = False) -> bool:
         """Replays what the subscriber missed until it is live; False when it ended meanwhile.
@@ -176,7 +182,7 @@ class RoomEventsHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await self._finish(operation, [error])
 
     async def _start(self, operation: Op, compiled: Compiled
-                     ) -> tuple[dict[str, Any], room_events.StreamStart]:
+                     ) -> tuple[dict[str, Any], room_events.StreamStart, Seen]:
         assert compiled.operation is not None
         schema = self.view.documents.schema  # type: ignore[attr-defined]
         coerced = get_variable_values(schema, compiled.operation.variable_definitions or [],
@@ -190,10 +196,13 @@ class RoomEventsHandler(BaseGraphQLTransportWSHandler[Context, None]):
                      if isinstance(s, FieldNode) and s.name.value == ROOM_EVENTS_FIELD)
         field_def = schema.subscription_type.fields[ROOM_EVENTS_FIELD]
         args = get_argument_values(field_def, field, coerced)
-        start = await room_events.authorize(self.context, str(args["roomId"]), args.get("after"))
+        room_id = str(args["roomId"])
+        stream = self.context.services.hub.stream_of(room_id)
+        seen = (stream, stream.last_seq) if stream is not None else None  # before the check
+        start = await room_events.authorize(self.context, room_id, args.get("after"))
         if self._record is not None:  # its set-up is what a subscription's line times
             self._record.finish(operation.id)
-        return operation.variables or {}, start
+        return operation.variables or {}, start, seen
 
     def _group_key(self, variables: dict[str, Any], compiled: Compiled) -> tuple[Any, ...]:
         """Same document, same variables, same viewer-dependence: same frames. (The stream
