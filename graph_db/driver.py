@@ -9,7 +9,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,11 +32,14 @@ from neo4j.exceptions import (
     SessionExpired,
 )
 
+from graph_db.coalesce import Coalescer, Fetch
 from observability import metrics
 from observability.metrics import DB_READ, DB_WRITE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 RETRY_FOR_S = 30.0  # write conflicts: they clear in milliseconds, but a busy room queues
 UNAVAILABLE_FOR_S = 2.0  # an unreachable server: callers hear SERVICE_UNAVAILABLE after this
 CONNECT_TIMEOUT_S = 5.0
@@ -181,6 +184,14 @@ class GraphDB:
         # subscriptions when it goes away).
         self.available = True
         self._listeners: list[Listener] = []
+        self._coalescers: dict[Any, Coalescer[Any, Any]] = {}
+
+    def coalesced(self, fetch: Fetch[K, V]) -> Coalescer[K, V]:
+        """The process's one coalescer of `fetch` (graph_db/coalesce.py)."""
+        found = self._coalescers.get(fetch)
+        if found is None:
+            found = self._coalescers[fetch] = Coalescer(self, fetch)
+        return found
 
     def on_availability(self, listener: Listener) -> None:
         self._listeners.append(listener)

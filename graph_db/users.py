@@ -49,7 +49,7 @@ async def upsert_user(db: GraphDB, *, user_id: str, name: str, role: Role,
                       email: str | None) -> UserRecord:
     # Most tokens name a user as the graph already has them (every client reconnecting after
     # a deploy does): a read answers those, and only a change pays for a write transaction.
-    found = (await users_by_ids(db, [user_id]))[0]
+    found = (await db.coalesced(users_by_ids).load_many([user_id]))[0]
     if found is not None and (found.display_name, found.role, found.email) == (name, role,
                                                                                 email):
         return found

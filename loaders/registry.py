@@ -19,8 +19,11 @@ V = TypeVar("V")
 
 def _loader(db: GraphDB, fetch: Callable[[GraphDB, list[K]], Awaitable[Sequence[V]]],
             ) -> DataLoader[K, V]:
+    # The operation's batch joins those of concurrent operations (graph_db/coalesce.py).
+    coalescer = db.coalesced(fetch)
+
     async def load(keys: list[K]) -> Sequence[V]:
-        return await fetch(db, list(keys))
+        return await coalescer.load_many(list(keys))
 
     return DataLoader(load_fn=load)
 
@@ -65,8 +68,9 @@ class Loaders:
         if fetch is not None:
             loader = _loader(self._db, fetch)
         elif name == "shares_room":
-            viewer = self._viewer_id
-            loader = _loader(self._db, lambda d, ids: users.shares_room_with(d, viewer, ids))
+            viewer, db = self._viewer_id, self._db
+            # Per viewer: not coalesced (a coalescer per fetch function, kept by the process).
+            loader = DataLoader(load_fn=lambda ids: users.shares_room_with(db, viewer, list(ids)))
         elif name in ("online_user", "online_in_room") and self._presence is not None:
             loader = _presence_loader(self._presence, name)
         else:
