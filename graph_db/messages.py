@@ -18,6 +18,7 @@ from graph_db.batch import by_key, params_of, unique
 from graph_db.driver import GraphDB, Tx
 from graph_db.events import APPEND_CLAUSE, EventRecord, EventType, append_event, clause_params
 from graph_db.models import _at, from_ms, now_ms
+from graph_db.participants import MEMBERSHIP
 
 # A deleted message keeps its content in storage (moderation, audit) but it never leaves the
 # database: the projection blanks everything a reader could recover it from.
@@ -34,13 +35,15 @@ OPTIONAL MATCH (m:Message {{id: id}})
 RETURN collect([id, CASE WHEN m IS NULL THEN NULL ELSE {FIELDS} END]) AS rows
 """
 
+AUTHOR_IN_ROOM = MEMBERSHIP.format(room="$roomId", user="$authorId", edge="")
+
 BY_ID = f"MATCH (m:Message {{id: $id}}) RETURN {FIELDS} AS m"
 
 BY_CLIENT_KEY = f"MATCH (m:Message {{clientKey: $key}}) RETURN {FIELDS} AS m"
 
 # A resend is answered only to a participant, like the send itself.
 RESENT = f"""
-MATCH (r:Room {{id: $roomId}})<-[:MEMBER_OF]-(:User {{id: $authorId}})
+{AUTHOR_IN_ROOM}
 MATCH (m:Message {{clientKey: $key}})
 RETURN {FIELDS} AS m
 """
@@ -50,9 +53,8 @@ RETURN {FIELDS} AS m
 _MENTIONED = "[x IN $mentionIds WHERE EXISTS { (r)<-[:MEMBER_OF]-(:User {id: x}) }]"
 
 # Posting checks membership itself (no separate read on the hot path): no row, no message.
-CREATE = """
-MATCH (r:Room {id: $roomId})<-[:MEMBER_OF]-(u:User {id: $authorId})
-WHERE r.deletedAt IS NULL
+CREATE = AUTHOR_IN_ROOM + """
+WITH r, u WHERE r.deletedAt IS NULL
 """ + APPEND_CLAUSE + f"""
 CREATE (m:Message {{id: $id, roomId: $roomId, authorId: $authorId, content: $content,
                     createdAt: $now, deleted: false, seq: seq, parentId: $parentId,
@@ -122,8 +124,7 @@ RETURN key, ms[0..key[2]] AS ms
 """
 
 # The read mark only moves forward and never past what the room has produced.
-MARK_READ = """
-MATCH (r:Room {id: $roomId})<-[mem:MEMBER_OF]-(:User {id: $userId})
+MARK_READ = MEMBERSHIP.format(room="$roomId", user="$userId", edge="mem") + """
 WITH mem, CASE WHEN $upTo < coalesce(r.seq, 0) THEN $upTo ELSE coalesce(r.seq, 0) END AS target
 SET mem.lastReadSeq = CASE WHEN coalesce(mem.lastReadSeq, 0) > target
                            THEN mem.lastReadSeq ELSE target END
@@ -132,7 +133,10 @@ RETURN mem.lastReadSeq AS seq
 
 UNREAD = """
 UNWIND $keys AS key
-OPTIONAL MATCH (:Room {id: key[0]})<-[mem:MEMBER_OF]-(:User {id: key[1]})
+OPTIONAL MATCH (r:Room {id: key[0]})
+MATCH (u:User {id: key[1]})
+WITH key, r, u
+OPTIONAL MATCH (r)<-[mem:MEMBER_OF]-(u)
 RETURN key, CASE WHEN mem IS NULL THEN 0 ELSE COUNT {
   MATCH (m:Message {roomId: key[0]})
   WHERE m.seq > coalesce(mem.lastReadSeq, 0) AND NOT m.deleted AND m.authorId <> key[1]

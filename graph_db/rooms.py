@@ -163,11 +163,13 @@ async def soft_delete_room(db: GraphDB, room_id: str, by: str) -> Written[bool]:
 STANDING = """
 UNWIND $keys AS key
 OPTIONAL MATCH (r:Room {id: key[0]}) WHERE r.deletedAt IS NULL
-OPTIONAL MATCH (r)<-[m:MEMBER_OF]-(u:User {id: key[1]})
+MATCH (u:User {id: key[1]})
+WITH key, r, u
+OPTIONAL MATCH (r)<-[m:MEMBER_OF]-(u)
 RETURN collect([key, r {.*},
        CASE WHEN m IS NULL THEN NULL
             ELSE {roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt} END,
-       r IS NOT NULL AND EXISTS { (r)<-[:INVITED_TO]-(:User {id: key[1]}) },
+       r IS NOT NULL AND EXISTS { (r)<-[:INVITED_TO]-(u) },
        r IS NOT NULL AND EXISTS { (:JoinRequest {roomId: key[0], userId: key[1],
                                                   status: 'PENDING'}) }]) AS rows
 """
