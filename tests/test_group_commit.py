@@ -148,3 +148,34 @@ async def test_group_size_is_bounded(fresh: LiveServer, people: People, size: in
 
     fresh.call(together())
     assert group.sent == 7 and group.batches == -(-7 // size)
+
+
+async def test_a_group_is_held_open_for_as_many_sends_as_the_last(
+        fresh: LiveServer, people: People) -> None:
+    """After a group of 4, the next is held until 4 sends are in it (for at most half the last
+    write's time): sends arriving just after the first one share its transaction."""
+    host = people.make_user("doctor")
+    await register(host)
+    room = (await make_room(host))["id"]
+    group = GroupCommit(fresh.services.db)
+
+    async def run() -> tuple[list[int], list[int]]:
+        await group.send(new(room, host.id, "alone"))  # a group of 1: not held
+        await asyncio.gather(*(group.send(new(room, host.id, f"a{i}")) for i in range(4)))
+        sizes = [group.batches]
+        held = asyncio.ensure_future(group.send(new(room, host.id, "b0")))
+        while room not in group._filling:  # its drain holds the group open
+            await asyncio.sleep(0)
+        rest = [group.send(new(room, host.id, f"b{i}")) for i in range(1, 4)]
+        await asyncio.gather(held, *rest)
+        sizes.append(group.batches)
+        alone = group.send(new(room, host.id, "c0"))  # nobody follows: held, then written
+        await alone
+        sizes.append(group.batches)
+        return sizes, [r["seq"] for r in await stored(fresh.services.db, room)]
+
+    (after_a, after_b, after_c), seqs = fresh.call(run())
+    assert after_a == 2  # "alone", then the 4 sent together
+    assert after_b == after_a + 1  # b0..b3 in one transaction
+    assert after_c == after_b + 1
+    assert seqs == list(range(seqs[0], seqs[0] + 10))
