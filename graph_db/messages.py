@@ -18,7 +18,7 @@ from graph_db.batch import by_key, params_of, unique
 from graph_db.driver import GraphDB, Tx
 from graph_db.events import APPEND_CLAUSE, EventRecord, EventType, append_event, clause_params
 from graph_db.models import _at, from_ms, now_ms
-from graph_db.participants import MEMBERSHIP
+from graph_db.participants import KEYED_MEMBERSHIP, MEMBERSHIP
 
 # A deleted message keeps its content in storage (moderation, audit) but it never leaves the
 # database: the projection blanks everything a reader could recover it from.
@@ -131,12 +131,7 @@ SET mem.lastReadSeq = CASE WHEN coalesce(mem.lastReadSeq, 0) > target
 RETURN mem.lastReadSeq AS seq
 """
 
-UNREAD = """
-UNWIND $keys AS key
-OPTIONAL MATCH (r:Room {id: key[0]})
-MATCH (u:User {id: key[1]})
-WITH key, r, u
-OPTIONAL MATCH (r)<-[mem:MEMBER_OF]-(u)
+UNREAD = "UNWIND $keys AS key" + KEYED_MEMBERSHIP.format(room_where="", edge="mem") + """
 RETURN key, CASE WHEN mem IS NULL THEN 0 ELSE COUNT {
   MATCH (m:Message {roomId: key[0]})
   WHERE m.seq > coalesce(mem.lastReadSeq, 0) AND NOT m.deleted AND m.authorId <> key[1]

@@ -27,6 +27,15 @@ WITH r, u
 MATCH (r)<-[{edge}:MEMBER_OF]-(u)
 """
 EDGE = MEMBERSHIP.format(room="$roomId", user="$userId", edge="m")
+# The same per `key` = [room id, user id] of an UNWIND, for batched reads: r is null for a
+# missing room (`room_where` may exclude more), the edge null for a non-member; no row for a
+# missing user.
+KEYED_MEMBERSHIP = """
+OPTIONAL MATCH (r:Room {{id: key[0]}}){room_where}
+MATCH (u:User {{id: key[1]}})
+WITH key, r, u
+OPTIONAL MATCH (r)<-[{edge}:MEMBER_OF]-(u)
+"""
 
 BY_ROOMS = f"""
 UNWIND $ids AS id
@@ -44,10 +53,7 @@ RETURN collect([id, CASE WHEN r IS NULL THEN 0
 
 BY_KEYS = f"""
 UNWIND $keys AS key
-OPTIONAL MATCH (r:Room {{id: key[0]}})
-MATCH (u:User {{id: key[1]}})
-WITH key, r, u
-OPTIONAL MATCH (r)<-[m:MEMBER_OF]-(u)
+{KEYED_MEMBERSHIP.format(room_where="", edge="m")}
 RETURN key, CASE WHEN m IS NULL THEN NULL ELSE {_FIELDS} END AS p
 """
 

@@ -16,7 +16,7 @@ from graph_db.models import (
     RoomVisibility,
     now_ms,
 )
-from graph_db.participants import Written, lock_room
+from graph_db.participants import KEYED_MEMBERSHIP, Written, lock_room
 
 CREATE = """
 MATCH (host:User {id: $hostId})
@@ -160,12 +160,8 @@ async def soft_delete_room(db: GraphDB, room_id: str, by: str) -> Written[bool]:
     return await db.write(work, serialize_on=room_id)
 
 
-STANDING = """
-UNWIND $keys AS key
-OPTIONAL MATCH (r:Room {id: key[0]}) WHERE r.deletedAt IS NULL
-MATCH (u:User {id: key[1]})
-WITH key, r, u
-OPTIONAL MATCH (r)<-[m:MEMBER_OF]-(u)
+STANDING = "UNWIND $keys AS key" + KEYED_MEMBERSHIP.format(
+    room_where=" WHERE r.deletedAt IS NULL", edge="m") + """
 RETURN collect([key, r {.*},
        CASE WHEN m IS NULL THEN NULL
             ELSE {roomId: r.id, userId: u.id, role: m.role, joinedAt: m.joinedAt} END,

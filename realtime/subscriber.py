@@ -200,8 +200,5 @@ class Subscriber:
         if self.owner is not None:
             self.owner.behind()
 
-    async def send(self, payload: str) -> None:
-        await self.outbox.push(self.prefix + payload + "}")
-
     async def send_body(self, body: Body) -> None:
         await self.outbox.push_body(self.prefix, self.prefix_data, body)
