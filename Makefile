@@ -26,12 +26,20 @@ test: install lint schema-check test-tools
 
 # What the tests use besides Python packages: Chromium (GraphiQL in a browser; playwright
 # drives this one and never downloads its own), redis-server, the npm packages of the
-# GraphQL-over-HTTP audit, and the real clients and gateways the tests drive (tests/clients).
+# GraphQL-over-HTTP audit, and the real clients and gateways the tests drive (tests/clients);
+# coturn's turnserver, which tests/turn.py runs from a config of its own (calls' TURN tests).
+# Debian's postinst starts the coturn service unless policy-rc.d forbids it (containers do);
+# without systemd its init script starts nothing (TURNSERVER_ENABLED unset in
+# /etc/default/coturn), but under systemd the unit would serve /etc/turnserver.conf on
+# 0.0.0.0:3478: disable and stop it, the tests never use it.
 AUDIT := tests/http_audit
 CLIENTS := tests/clients
 test-tools: $(AUDIT)/node_modules/.installed $(CLIENTS)/node_modules/.installed
 	@test -x /usr/bin/chromium -a -x /usr/bin/redis-server \
 	  || (apt-get update && apt-get install -y chromium redis-server)
+	@test -x /usr/bin/turnserver \
+	  || (apt-get update && apt-get install -y --no-install-recommends coturn \
+	      && if [ -d /run/systemd/system ]; then systemctl disable --now coturn.service; fi)
 
 $(AUDIT)/node_modules/.installed: $(AUDIT)/package-lock.json
 	cd $(AUDIT) && npm ci --no-audit --no-fund

@@ -41,6 +41,12 @@ from realtime.redis_pubsub import RedisPubSub
 from realtime.tasks import spawn
 from resolvers.context import Services
 from resolvers.extensions import CodedErrors, OperationLoaders
+from rtc import Rtc
+from rtc.calls import CallService
+from rtc.recording import RecordingService
+from rtc.screen import ScreenShares
+from rtc.signals import SessionRates, SignalRouter
+from rtc.state import CallStore, MemoryCallStore, RedisCallStore
 from schema import build_schema
 from settings import Settings, load_settings
 from transport.admission import AdmittedDocuments
@@ -139,6 +145,23 @@ async def open_audit(settings: Settings, db: GraphDB, redis: ConnectionPool | No
     finally:
         await trail.aclose()  # before the database closes: what is left is written
         await sessions.aclose()
+
+
+def open_rtc(settings: Settings, db: GraphDB, hub: Hub, trail: AuditTrail) -> Rtc:
+    """Calls: their state in Redis when REDIS_URL is set (atomic across instances), else in
+    this process; signals over the hub's pub/sub."""
+    store: CallStore = (RedisCallStore(Redis.from_url(settings.redis_url, socket_timeout=2))
+                        if settings.redis_url else MemoryCallStore())
+    router = SignalRouter(hub.pubsub)
+    calls = CallService(store, hub, router, trail, settings)
+    return Rtc(calls=calls,
+               screens=ScreenShares(calls, enabled=settings.enable_screen_sharing),
+               recordings=RecordingService(calls, router, db,
+                                           enabled=settings.enable_video_recording,
+                                           directory=settings.recording_dir),
+               router=router, signal_rates=SessionRates(settings.signal_rate,
+                                                        settings.signal_burst),
+               report_rates=SessionRates(1.0, 10))
 
 
 def persisted_operations(settings: Settings) -> PersistedOperations:
@@ -243,13 +266,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             hub.renderer = GraphQLRenderer(endpoint.documents.schema, hub.hints)
             verifier = TokenVerifier(settings)
             sends = GroupCommit(db)
+            rtc = open_rtc(settings, db, hub, trail)
+            await rtc.start()
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub,
-                                          audit=trail, sessions=sessions, sends=sends)
+                                          audit=trail, sessions=sessions, sends=sends, rtc=rtc)
             limits.connections.start()
             tune_gc()
             try:
                 yield
             finally:
+                await rtc.close()
                 await sends.close()
                 await verifier.aclose()
                 await persisted.store.aclose()

@@ -129,6 +129,22 @@ class Settings(BaseSettings):
     )
     turn_server_url: str | None = None
     turn_secret: str | None = None
+    # A `turns:` url (TLS) offered next to TURN_SERVER_URL's udp and tcp variants.
+    turns_server_url: str | None = None
+    # Minted TURN credentials stop working for new allocations after this (clients re-fetch).
+    turn_credential_ttl: int = Field(default=3600, ge=60, le=86_400)
+    # Full mesh: at most this many participants send video; later ones join audio-only.
+    call_max_video: int = Field(default=4, ge=0, le=50)
+    # A participant whose last socket went away leaves the call after this (reconnects stay).
+    call_grace_seconds: float = Field(default=10.0, ge=0, le=300)
+    # A participant nobody has heard of for this long (a crashed instance) is dropped.
+    call_stale_seconds: float = Field(default=90.0, ge=5, le=3600)
+    signal_rate: float = Field(default=20.0, gt=0, le=10_000)  # signals per second per session
+    signal_burst: int = Field(default=50, ge=1, le=100_000)
+    signal_sdp_max_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    signal_candidate_max_bytes: int = Field(default=1024, ge=128, le=64 * 1024)
+    # Recordings (ENABLE_VIDEO_RECORDING) are written here, one file per track, mode 0600.
+    recording_dir: Path = Path("data/recordings")
 
     # Features
     enable_screen_sharing: bool = True

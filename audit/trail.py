@@ -13,9 +13,10 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from typing import Protocol
 
-from graph_db.audit import AuditRecord
+from graph_db.audit import AuditRecord, Outcome, record_id
 from observability.metrics import AUDIT_DROPPED, AUDIT_PENDING, AUDIT_WRITTEN
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,16 @@ class AuditTrail:
     def record(self, record: AuditRecord) -> None:
         for feed in self._feeds:
             feed.put(record)
+
+    def system(self, action: str, *, actor_id: str | None, room_id: str | None,
+               object_type: str, object_id: str | None, code: str | None = None) -> None:
+        """What the service did by itself on someone's behalf (a participant whose socket
+        went away leaves the call): no request, the affected user as the actor."""
+        at_ms = int(time.time() * 1000)
+        self.record(AuditRecord(id=record_id(at_ms), at_ms=at_ms, action=action,
+                                outcome=Outcome.ALLOWED, actor_id=actor_id,
+                                object_type=object_type, object_id=object_id,
+                                room_id=room_id, code=code))
 
     @property
     def pending(self) -> int:

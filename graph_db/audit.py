@@ -9,11 +9,21 @@ no message text, no token. Its room is a property, not a relationship, so deleti
 from __future__ import annotations
 
 import enum
+import itertools
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from graph_db.driver import GraphDB, Tx
+
+_sequence = itertools.count()
+
+
+def record_id(at_ms: int) -> str:
+    """Ordered like the records of this process (the trail reads newest first by time, then
+    id: records of one millisecond keep their order), unique across processes."""
+    return f"{at_ms:012x}{next(_sequence) % (1 << 32):08x}{secrets.token_hex(6)}"
 
 
 class Outcome(enum.Enum):

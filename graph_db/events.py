@@ -26,6 +26,12 @@ class EventType(enum.Enum):
     # Ephemeral: published, never stored, no seq of their own.
     TYPING_CHANGED = "TypingChanged"
     PRESENCE_CHANGED = "PresenceChanged"
+    CALL_PARTICIPANT_JOINED = "CallParticipantJoined"
+    CALL_PARTICIPANT_LEFT = "CallParticipantLeft"
+    MEDIA_STATE_CHANGED = "MediaStateChanged"
+    SCREEN_SHARE_CHANGED = "ScreenShareChanged"
+    RECORDING_CONSENT_REQUESTED = "RecordingConsentRequested"
+    RECORDING_STATE_CHANGED = "RecordingStateChanged"
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,12 +55,16 @@ class Loaders:
     # Keyed by user id (online anywhere) and by (room id, user id); with presence only.
     online_user: DataLoader[str, bool]
     online_in_room: DataLoader[tuple[str, str], bool]
+    # Keyed by room id: its call (rtc/state.CallState), from Redis or the process.
+    call: DataLoader[str, Any]
 
     def __init__(self, db: GraphDB, viewer_id: str | None,
-                 presence: Presence | None = None) -> None:
+                 presence: Presence | None = None,
+                 calls: Callable[[list[str]], Awaitable[list[Any]]] | None = None) -> None:
         self._db = db
         self._viewer_id = viewer_id or ""
         self._presence = presence
+        self._calls = calls
 
     def __getattr__(self, name: str) -> DataLoader[Any, Any]:
         # Only called for attributes not set yet: make the loader, keep it.
@@ -73,6 +77,9 @@ class Loaders:
             loader = DataLoader(load_fn=lambda ids: users.shares_room_with(db, viewer, list(ids)))
         elif name in ("online_user", "online_in_room") and self._presence is not None:
             loader = _presence_loader(self._presence, name)
+        elif name == "call" and self._calls is not None:
+            calls = self._calls  # a page of rooms: one MGET for all their calls
+            loader = DataLoader(load_fn=lambda ids: calls(list(ids)))
         else:
             raise AttributeError(name)
         setattr(self, name, loader)

@@ -45,7 +45,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 TYPES = ("query", "mutation", "subscription", "unknown")  # unknown: no operation resolved
 OUTCOMES = ("ok", "error", "refused")  # refused: answered before anything ran
-RATE_LIMIT_KINDS = ("operations", "connections", "messages", "message_size", "subscriptions")
+RATE_LIMIT_KINDS = ("operations", "connections", "messages", "message_size", "subscriptions",
+                    "signals", "call_stats")
 # Close codes of the README's table, those of RFC 6455 a socket can end with here, and the
 # 4400..4430 block of graphql-transport-ws; anything else is "other" (a bounded label set).
 CLOSE_CODES = (1000, 1001, 1005, 1006, 1008, 1009, 1011, 1012, 1013,
@@ -87,6 +88,37 @@ AUDIT_PENDING = Gauge("collab_audit_pending", "Audit records waiting for their s
 AUDIT_DROPPED = Counter("collab_audit_dropped", "Audit records lost: a sink stayed behind by "
                         "more than 100,000 records (an incident).", ["sink"], registry=REGISTRY)
 
+# Calls (README "Calls"): the seed's "WebRTC connection success rate" is
+# collab_webrtc_connections_total{outcome="connected"} over all outcomes, as clients report them.
+WEBRTC_CONNECTIONS = Counter("collab_webrtc_connections", "Peer connections reported by "
+                             "clients (reportCallStats), by outcome and the local candidate's "
+                             "type.", ["outcome", "candidate"], registry=REGISTRY)
+WEBRTC_RTT = Histogram("collab_webrtc_round_trip_seconds", "Round-trip times clients report "
+                       "for their connected peers.", registry=REGISTRY,
+                       buckets=(.01, .025, .05, .1, .15, .25, .5, 1, 2))
+WEBRTC_PACKET_LOSS = Histogram("collab_webrtc_packet_loss_ratio", "Packets lost over packets "
+                               "expected, as reported.", registry=REGISTRY,
+                               buckets=(0, .001, .01, .02, .05, .1, .2, .5))
+CALL_PARTICIPANTS = Gauge("collab_call_participants", "Participants in calls (joins counted "
+                          "where they happened, leaves where they were noticed: sum over "
+                          "instances).", multiprocess_mode="livesum", registry=REGISTRY)
+SCREEN_SHARES = Counter("collab_screen_share_changes", "Screen shares started, taken over, "
+                        "re-tuned and stopped, by what happened and the quality's preset "
+                        "(custom: not a preset).", ["change", "preset"], registry=REGISTRY)
+SCREEN_SHARE_FPS = Histogram("collab_screen_share_frame_rate", "Frame rate of screen shares, "
+                             "as their viewers report it.", registry=REGISTRY,
+                             buckets=(1, 3, 5, 10, 15, 20, 25, 30))
+SCREEN_SHARE_HEIGHT = Histogram("collab_screen_share_height_pixels", "Height of screen "
+                                "shares as their viewers receive them.", registry=REGISTRY,
+                                buckets=(180, 360, 540, 720, 1080))
+SCREEN_SHARE_BITRATE = Histogram("collab_screen_share_bitrate_kbps", "Bitrate of screen shares "
+                                 "as their viewers receive them.", registry=REGISTRY,
+                                 buckets=(100, 200, 400, 800, 1500, 2500, 5000))
+RECORDINGS = Counter("collab_recording_files", "Recorded track files, by whether any frame "
+                     "decoded from them (an empty file is logged as an error).", ["outcome"],
+                     registry=REGISTRY)
+
+
 # Every label value exists from the start (at 0): rate() and absent() need no first event.
 for _type in TYPES:
     DURATION.labels(_type)
@@ -96,6 +128,9 @@ for _kind in RATE_LIMIT_KINDS:
     RATE_LIMITED.labels(_kind)
 for _code in CLOSE_CODES:
     WS_DISCONNECTS.labels(str(_code))
+for _candidate in ("host", "srflx", "prflx", "relay", "unknown"):
+    for _outcome in ("connected", "failed"):
+        WEBRTC_CONNECTIONS.labels(_outcome, _candidate)
 DB_READ, DB_WRITE = DB_QUERY.labels("read"), DB_QUERY.labels("write")
 DB_RETRIED_CONFLICT, DB_RETRIED_UNAVAILABLE = (DB_RETRIES.labels("conflict"),
                                                DB_RETRIES.labels("unavailable"))

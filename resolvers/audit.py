@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import itertools
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +29,7 @@ from strawberry.types import Info
 from auth import Claims
 from auth.tokens import session_of
 from graph_db import audit as audit_db
-from graph_db.audit import AuditQuery, AuditRecord, Outcome
+from graph_db.audit import AuditQuery, AuditRecord, Outcome, record_id
 from graph_db.models import Role, now_ms
 from resolvers import pagination
 from resolvers.context import Context, Viewer
@@ -40,7 +38,6 @@ from resolvers.errors import BadInput, Forbidden, masked
 # Codes that mean the service failed rather than refused the caller.
 FAILED_CODES = frozenset({"SERVICE_UNAVAILABLE", "INTERNAL_SERVER_ERROR", "REQUEST_TIMEOUT"})
 USER_AGENT_MAX = 256
-_sequence = itertools.count()
 # A refused token is recorded once per this period (a client retrying it is not a flood).
 REFUSED_SESSION_KEPT = timedelta(hours=1)
 ID_MAX = 128  # longer ids are refused anyway (resolvers/access.py): kept short in the trail
@@ -76,19 +73,13 @@ def record(ctx: Context, action: str, outcome: Outcome, *, object_type: str | No
     client = request.client if request is not None else None
     agent = request.headers.get("user-agent") if request is not None else None
     trail.record(AuditRecord(
-        id=_record_id(at_ms), at_ms=at_ms, action=action, outcome=outcome,
+        id=record_id(at_ms), at_ms=at_ms, action=action, outcome=outcome,
         actor_id=viewer.id if viewer else None,
         actor_role=viewer.role.value if viewer else None,
         object_type=object_type, object_id=object_id[:ID_MAX] if object_id else None,
         room_id=room_id[:ID_MAX] if room_id else None, code=code,
         request_id=ctx.request_id, client_address=client.host if client else None,
         user_agent=agent[:USER_AGENT_MAX] if agent else None))
-
-
-def _record_id(at_ms: int) -> str:
-    """Ordered like the records of this process (the trail reads newest first by time, then
-    id: records of one millisecond keep their order), unique across processes."""
-    return f"{at_ms:012x}{next(_sequence) % (1 << 32):08x}{secrets.token_hex(6)}"
 
 
 def outcome_of(exc: BaseException) -> tuple[Outcome, str | None]:

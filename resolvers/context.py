@@ -6,7 +6,7 @@ import contextvars
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.websockets import WebSocket
@@ -23,6 +23,9 @@ from realtime.hub import Hub
 from realtime.throttle import TypingThrottle
 from resolvers.errors import UNAVAILABLE_MESSAGE, Unauthenticated, Unavailable
 from settings import Settings
+
+if TYPE_CHECKING:
+    from rtc import Rtc
 
 _KNOWN_USERS_MAX = 10_000
 _operation_loaders: contextvars.ContextVar[Loaders | None] = contextvars.ContextVar(
@@ -54,6 +57,7 @@ class Services:
     audit: AuditTrail
     sessions: SessionLedger  # which tokens were used before (audit: session.start)
     sends: GroupCommit  # sendMessage's writes, a room's concurrent sends together
+    rtc: Rtc  # calls: state, signals, screen shares, recordings
     # Typing refreshes within a second of the last announcement are dropped.
     typing: TypingThrottle = field(default_factory=TypingThrottle)
     # Users whose current claims this process already wrote: skips a write per request.
@@ -120,12 +124,13 @@ class Context:
         """After a committed write: publish its events; later reads see fresh state."""
         for event in events:
             await self.services.hub.publish(event)
+        await self.services.rtc.calls.room_changed(events)
         self.loaders.clear_all()
 
     def new_loaders(self) -> Loaders:
         viewer = self.auth if isinstance(self.auth, Viewer) else None
         loaders = Loaders(self.services.db, viewer.id if viewer else None,
-                          self.services.hub.presence)
+                          self.services.hub.presence, self.services.rtc.calls.states)
         if viewer is not None:
             loaders.user.prime(viewer.id, viewer.user)  # fresh from the token's upsert
         return loaders

@@ -38,8 +38,8 @@ class NotFound(ServiceError):
 class BadInput(ServiceError):
     code = "BAD_USER_INPUT"
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}", field=field)
+    def __init__(self, field: str, problem: str, **extensions: Any) -> None:
+        super().__init__(f"{field}: {problem}", field=field, **extensions)
 
 
 class Conflict(ServiceError):
@@ -56,6 +56,25 @@ class Unavailable(ServiceError):
     """A backing service (the graph database) cannot be reached: retry shortly."""
 
     code = "SERVICE_UNAVAILABLE"
+
+
+class NotInCall(ServiceError):
+    """The caller (`who: sender`) or the addressee (`who: recipient`) is not in the room's
+    call, or not with that session."""
+
+    code = "NOT_IN_CALL"
+
+
+class PresenterBusy(ServiceError):
+    code = "PRESENTER_BUSY"
+
+
+class VideoLimitReached(ServiceError):
+    code = "VIDEO_LIMIT_REACHED"
+
+
+class FeatureDisabled(ServiceError):
+    code = "FEATURE_DISABLED"
 
 
 UNEXPECTED_MESSAGE = "Unexpected error."

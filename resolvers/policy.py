@@ -95,3 +95,19 @@ def join_mode(role: Role, room: RoomRecord, invited: bool) -> JoinMode:
 def sees_all_users(role: Role) -> bool:
     """Who may find patients they share no room with (to invite them to a consultation)."""
     return role in {Role.ADMIN, Role.DOCTOR, Role.TEACHER}
+
+
+def can_call(role: Role, member: ParticipantRecord | None) -> bool:
+    """Join a room's call, signal in it, share a screen: participants only (an admin
+    moderates rooms without being in their calls)."""
+    return member is not None
+
+
+def can_take_over_share(role: Role, member: ParticipantRecord | None) -> bool:
+    """Stop or re-tune someone else's screen share, or take it over."""
+    return member is not None and member.role in MANAGERS
+
+
+def can_record(role: Role, member: ParticipantRecord | None) -> bool:
+    """Start and stop a call's recording: the room's hosts."""
+    return member is not None and member.role is ParticipantRole.HOST

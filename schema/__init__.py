@@ -18,15 +18,16 @@ from strawberry.types import ExecutionContext, Info
 from resolvers import validation
 from resolvers.errors import BadInput
 from schema.audit import AuditQuery
+from schema.call_ops import CallMutation, CallQuery, CallSubscription
 from schema.events import EVENT_TYPES, RoomEventsSubscription, TypingMutation
 from schema.messages import MessageMutation, MessageQuery
 from schema.room_ops import RoomMutation, RoomQuery
 
 log = logging.getLogger("collaboration.graphql")
 
-QUERIES: tuple[type, ...] = (RoomQuery, MessageQuery, AuditQuery)
-MUTATIONS: tuple[type, ...] = (RoomMutation, MessageMutation, TypingMutation)
-SUBSCRIPTIONS: tuple[type, ...] = (RoomEventsSubscription,)
+QUERIES: tuple[type, ...] = (RoomQuery, MessageQuery, AuditQuery, CallQuery)
+MUTATIONS: tuple[type, ...] = (RoomMutation, MessageMutation, TypingMutation, CallMutation)
+SUBSCRIPTIONS: tuple[type, ...] = (RoomEventsSubscription, CallSubscription)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

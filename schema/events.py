@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.types import Info
 
 from resolvers import room_events as resolve
 from resolvers.context import Context
+from schema.calls import CallParticipant, CallRecording, ScreenShare
 from schema.rooms import JoinRequest, Participant, Room
 from schema.users import User
 
@@ -124,6 +125,42 @@ class RoomClosed(RoomEvent):
     pass
 
 
+@strawberry.type(description="Someone joined the room's call (or rejoined with a new session).")
+class CallParticipantJoined(RoomEvent):
+    participant: CallParticipant
+
+
+@strawberry.type
+class CallParticipantLeft(RoomEvent):
+    reason: str = strawberry.field(description="left, disconnected (no socket within the "
+                                               "grace, or stale) or removed")
+
+    @strawberry.field
+    async def user(self, info: Ctx) -> User:
+        return User.of(await resolve.user_of(info.context, self._ref or ""))
+
+
+@strawberry.type(description="A participant muted, unmuted, or turned their camera on or off.")
+class MediaStateChanged(RoomEvent):
+    participant: CallParticipant
+
+
+@strawberry.type
+class ScreenShareChanged(RoomEvent):
+    screen_share: ScreenShare
+
+
+@strawberry.type(description="A host started recording the call: answer with "
+                             "giveRecordingConsent; nobody is recorded without it.")
+class RecordingConsentRequested(RoomEvent):
+    recording: CallRecording
+
+
+@strawberry.type(description="The recording started or stopped, or someone answered.")
+class RecordingStateChanged(RoomEvent):
+    recording: CallRecording
+
+
 @strawberry.type
 class TypingMutation:
     @strawberry.mutation(description="Announce typing; it expires by itself ~5 s after the "
@@ -135,7 +172,8 @@ class TypingMutation:
 EVENT_TYPES: tuple[type[RoomEvent], ...] = (
     MessagePosted, MessageEdited, MessageDeleted, ReactionsChanged, ParticipantJoined,
     ParticipantRoleChanged, ParticipantLeft, TypingChanged, PresenceChanged, JoinRequested,
-    RoomUpdated, RoomClosed,
+    RoomUpdated, RoomClosed, CallParticipantJoined, CallParticipantLeft, MediaStateChanged,
+    ScreenShareChanged, RecordingConsentRequested, RecordingStateChanged,
 )
 
 
@@ -163,4 +201,25 @@ def event_object(room_id: str, type_name: str, at: datetime, cursor: str, *,
         return TypingChanged(typing=bool(data.get("typing")), **common)  # type: ignore[arg-type]
     if cls is PresenceChanged:
         return PresenceChanged(online=bool(data.get("online")), **common)  # type: ignore[arg-type]
+    if cls in CALL_EVENTS:
+        return _call_event(cls, common, data)
     return cls(**common)  # type: ignore[arg-type]
+
+
+CALL_EVENTS = frozenset({CallParticipantJoined, CallParticipantLeft, MediaStateChanged,
+                         ScreenShareChanged, RecordingConsentRequested, RecordingStateChanged})
+
+
+def _call_event(cls: type[RoomEvent], common: dict[str, Any],
+                data: dict[str, Any]) -> RoomEvent:
+    """A call event from what rtc/ announced with it (ephemeral: the state travels along)."""
+    if cls is CallParticipantLeft:
+        return CallParticipantLeft(reason=str(data.get("reason", "left")), **common)
+    if cls in (CallParticipantJoined, MediaStateChanged):
+        participant = CallParticipant.of_data(dict(data["participant"]))
+        return cls(participant=participant, **common)
+    if cls is ScreenShareChanged:
+        return ScreenShareChanged(screen_share=ScreenShare.of_data(data.get("screenShare")),
+                                  **common)
+    recording = CallRecording.of_data(data["recording"])
+    return cls(recording=recording, **common)  # type: ignore[call-arg]

@@ -9,10 +9,11 @@ import strawberry
 from strawberry.types import Info
 
 from graph_db.models import JoinRequestRecord, ParticipantRecord, RoomRecord
-from resolvers import membership, message_fields, room_fields
+from resolvers import call_media, calls, membership, message_fields, room_fields
 from resolvers import rooms as resolve
 from resolvers.context import Context
 from resolvers.maybe import MaybeAwaitable, then
+from schema.calls import Call, ScreenShare
 from schema.common import PageInfo
 from schema.enums import JoinRequestStatus, JoinStatus, ParticipantRole, RoomType, RoomVisibility
 from schema.users import User
@@ -97,6 +98,17 @@ class Room:
     @strawberry.field
     async def unread_count(self, info: Ctx) -> int:
         return await message_fields.unread_count(info.context, self._record)
+
+    @strawberry.field(description="Who is in the room's call, with their media (participants "
+                                  "only; null when nobody is).")
+    async def call(self, info: Ctx) -> Call | None:
+        state = await calls.call_of(info.context, self._record)
+        max_video = info.context.settings.call_max_video
+        return Call.of(self.id, state, max_video) if state is not None else None
+
+    @strawberry.field(description="Inactive for non-participants.")
+    async def screen_share(self, info: Ctx) -> ScreenShare:
+        return ScreenShare.of(await call_media.screen_share_of(info.context, self._record))
 
     @strawberry.field(description="Hosts and moderators only.")
     async def join_requests(self, info: Ctx, status: JoinRequestStatus | None =

@@ -36,6 +36,8 @@ EXEMPT = {
     "_entities": "each Room it resolves is recorded as query._entities (room_fields.room_of)",
     "me": "the caller's own profile, read on every page load",
     "setTyping": "ephemeral, carries nothing, stored nowhere",
+    "sendWebrtcSignal": "dozens per call set-up, stored nowhere; joining the call is audited",
+    "reportCallStats": "measurements for the metrics, about the caller's own connection",
 }
 
 

@@ -37,6 +37,7 @@ def sizes(live: LiveServer) -> dict[str, int]:
     async def read() -> dict[str, int]:
         services: Services = live.services
         return {**services.hub.sizes(), "typing.throttle": services.typing.size(),
+                **services.rtc.calls.sizes(), **services.rtc.router.sizes(),
                 "db.key_locks": len(services.db._key_locks)}
 
     return live.call(read())

@@ -11,18 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, Page, Request, Route, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, Request, Route, expect
 
+from tests import browser
 from tests.harness import LiveServer
 from tests.personas import People, Persona, make_room
 from tests.rt_helpers import attached, send
 from transport.ide import CSP
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         # As if offline: any host but loopback fails to resolve.
-         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 # Collects what the page's Content-Security-Policy refused (none may be).
 RECORD_CSP = """document.addEventListener('securitypolicyviolation', (e) => {
   (window.__csp = window.__csp || []).push(`${e.violatedDirective} ${e.blockedURI}`);
@@ -43,13 +39,8 @@ class Traffic:
 
 @pytest.fixture
 async def chromium(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            yield context
-        finally:
-            await context.close()
+    async with browser.chromium(tmp_path / "profile") as context:
+        yield context
 
 
 async def open_graphiql(context: BrowserContext, live: LiveServer, query: str

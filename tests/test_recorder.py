@@ -1,0 +1,263 @@
+"""The recording peer (rtc/recorder.py) against real aiortc participants in this process, on
+loopback ICE, signalling through plain callbacks (no service): consent gates the answer,
+each track is its own 0600 file with the frames sent, revocation and close() stop at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from rtc import recorder as recorder_module
+from rtc.recorder import RoomRecorder, TrackFile, probe
+from tests.media import FakeAudioTrack, FakeVideoTrack, patch_loopback
+
+FPS = 15
+RECORDER = "recorder:room-1"
+RECORDER_SESSION = "recorder-session"
+
+
+class Participant:
+    """A browser stand-in: a camera and a microphone, offering to the recorder."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.session_id = f"session-{user_id}"
+        self.signals: list[str] = []
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pcs = [self.pc]
+
+    async def offer(self, recorder: RoomRecorder) -> None:
+        """A new connection with new tracks (what an ICE restart is in aiortc)."""
+        if self.pc.signalingState != "stable" or self.pc.getSenders():
+            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            self.pcs.append(self.pc)
+        self.pc.addTrack(FakeVideoTrack(320, 240, FPS))
+        self.pc.addTrack(FakeAudioTrack())
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        await recorder.on_signal(self.user_id, "OFFER", self.session_id,
+                                 self.pc.localDescription.sdp, None)
+
+    async def receive(self, kind: str, sdp: str | None) -> None:
+        self.signals.append(kind)
+        if kind == "ANSWER":
+            assert sdp is not None
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+
+class Bus:
+    """What the service does for the recorder: deliver its signals to the addressee."""
+
+    def __init__(self) -> None:
+        self.people: dict[str, Participant] = {}
+        self.lost: set[str] = set()  # addressees whose ANSWERs vanish on the way
+
+    def join(self, user_id: str) -> Participant:
+        self.people[user_id] = Participant(user_id)
+        return self.people[user_id]
+
+    async def send(self, to_user: str, kind: str, session_id: str, sdp: str | None,
+                   candidate: dict[str, Any] | None) -> None:
+        assert session_id == RECORDER_SESSION
+        assert candidate is None  # aiortc does not trickle
+        if not (kind == "ANSWER" and to_user in self.lost):
+            await self.people[to_user].receive(kind, sdp)
+
+
+@pytest.fixture
+async def bus(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Bus]:
+    patch_loopback(monkeypatch)
+    bus = Bus()
+    yield bus
+    for person in bus.people.values():
+        for pc in person.pcs:
+            await pc.close()
+
+
+@pytest.fixture
+async def recorder(tmp_path: Path, bus: Bus) -> AsyncIterator[RoomRecorder]:
+    room = RoomRecorder("room-1", tmp_path / "recordings", bus.send, user_id=RECORDER,
+                        session_id=RECORDER_SESSION)
+    yield room
+    await room.close()
+
+
+async def first_frame(directory: Path, user_id: str, kind: str = "video") -> float:
+    """Loop time at which the recorder wrote `user_id`'s first `kind` packet: the file exists,
+    empty, from the ANSWER on; its header is written with the first packet."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while loop.time() < deadline:
+        if any(path.stat().st_size for path in directory.glob(f"{user_id}-*-{kind}.webm")):
+            return loop.time()
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no {kind} frame of {user_id} recorded")
+
+
+def by_kind(files: list[TrackFile]) -> dict[str, TrackFile]:
+    assert len(files) == 2, files
+    return {file.kind: file for file in files}
+
+
+def sizes(directory: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_size for path in directory.iterdir()}
+
+
+async def test_consenting_participant_gets_a_file_per_track(
+        recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    alice = bus.join("alice")
+    recorder.allow("alice")
+    await alice.offer(recorder)
+    assert alice.signals == ["ANSWER"]
+    started = await first_frame(directory, "alice")
+    assert recorder.recording_users == {"alice"}
+    await asyncio.sleep(3.0)
+    seconds = asyncio.get_running_loop().time() - started
+    files = by_kind(await recorder.revoke("alice"))
+
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for file in files.values():
+        assert file.user_id == "alice" and not file.empty
+        assert file.path.parent == directory and file.path.name.endswith(f"-{file.kind}.webm")
+        assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
+    video, audio = files["video"], files["audio"]
+    assert abs(video.frames - FPS * seconds) <= 0.25 * FPS * seconds, (video, seconds)
+    assert abs(video.duration - seconds) <= 0.25 * seconds, (video, seconds)
+    assert abs(audio.duration - seconds) <= 0.25 * seconds, (audio, seconds)
+    assert abs(audio.frames - 50 * seconds) <= 0.25 * 50 * seconds, (audio, seconds)  # 20 ms
+    assert alice.signals == ["ANSWER", "HANGUP"]
+
+
+async def test_participant_without_consent_gets_hangup_and_no_file(
+        recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
+    recorder.allow("alice")
+    bob = bus.join("bob")
+    await bob.offer(recorder)
+    assert bob.signals == ["HANGUP"]
+    assert recorder.recording_users == set()
+    assert list((tmp_path / "recordings").iterdir()) == []
+    assert await recorder.revoke("bob") == []
+
+
+async def test_revocation_stops_writing_at_once(
+        recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    alice = bus.join("alice")
+    recorder.allow("alice")
+    await alice.offer(recorder)
+    await first_frame(directory, "alice")
+    await asyncio.sleep(1.0)
+    files = by_kind(await recorder.revoke("alice"))
+    assert recorder.recording_users == set()
+    written = sizes(directory)
+    assert all(written.values()) and set(written) == {f.path.name for f in files.values()}
+    await asyncio.sleep(1.0)
+    assert sizes(directory) == written
+    # The consent went with the revocation: a new OFFER is refused.
+    await alice.offer(recorder)
+    assert alice.signals == ["ANSWER", "HANGUP", "HANGUP"]
+    assert sizes(directory) == written
+
+
+async def test_close_finishes_files_of_connected_peers(
+        recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    alice = bus.join("alice")
+    recorder.allow("alice")
+    await alice.offer(recorder)
+    await first_frame(directory, "alice")
+    # Trickled candidates: nonsense and end-of-candidates are ignored, a real one is taken.
+    host = next(line for line in alice.pc.localDescription.sdp.splitlines()
+                if line.startswith("a=candidate:"))
+    for init in ({"candidate": ""}, {"candidate": "candidate:nonsense"}, {"sdpMid": "0"},
+                 {"candidate": host[2:], "sdpMid": "0", "sdpMLineIndex": 0}):
+        await recorder.on_signal("alice", "ICE_CANDIDATE", alice.session_id, None, init)
+    await asyncio.sleep(1.0)
+    loop = asyncio.get_running_loop()
+    closing = loop.time()
+    files = by_kind(await recorder.close())
+    assert loop.time() - closing < 3.0
+    assert not files["video"].empty and not files["audio"].empty
+    assert files["video"].frames >= FPS * 0.75
+    assert recorder.recording_users == set()
+    assert alice.signals == ["ANSWER", "HANGUP"]
+
+
+async def test_new_offer_is_a_new_connection_with_new_files(
+        recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
+    directory = tmp_path / "recordings"
+    alice = bus.join("alice")
+    recorder.allow("alice")
+    await alice.offer(recorder)
+    await first_frame(directory, "alice")
+    await asyncio.sleep(0.5)
+    await alice.offer(recorder)  # an ICE restart, aiortc style
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while len([p for p in directory.iterdir() if p.stat().st_size]) < 4:
+        assert loop.time() < deadline, sizes(directory)
+        await asyncio.sleep(0.05)
+    assert recorder.recording_users == {"alice"}
+    files = await recorder.revoke("alice")  # both connections' files
+    assert len({file.path for file in files}) == 4
+    assert all(not file.empty for file in files)
+    assert alice.signals == ["ANSWER", "ANSWER", "HANGUP"]
+
+
+async def test_peer_that_closes_without_hangup_is_finished(
+        recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
+    alice = bus.join("alice")
+    recorder.allow("alice")
+    await alice.offer(recorder)
+    await first_frame(tmp_path / "recordings", "alice")
+    await first_frame(tmp_path / "recordings", "alice", "audio")
+    await alice.pc.close()  # DTLS close_notify: the recorder's connection goes "closed"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3
+    while recorder.recording_users:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+    files = by_kind(await recorder.revoke("alice"))
+    assert not files["video"].empty and not files["audio"].empty
+
+
+async def test_peer_that_never_connects_gives_empty_files_and_alerts(
+        recorder: RoomRecorder, bus: Bus, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(recorder_module, "CONNECT_TIMEOUT", 0.5)
+    carol = bus.join("carol")
+    bus.lost.add("carol")
+    recorder.allow("carol")
+    await carol.offer(recorder)
+    assert recorder.recording_users == {"carol"}  # answered: files open, waiting for ICE
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3
+    while recorder.recording_users:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+    closing = loop.time()
+    with caplog.at_level(logging.ERROR, logger="rtc.recorder"):
+        files = by_kind(await recorder.close())
+    assert loop.time() - closing < 3.0
+    assert all(file.empty and file.frames == 0 for file in files.values())
+    assert "recording of carol video is empty" in caplog.text
+
+
+def test_empty_or_unreadable_file_is_reported_not_raised(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    empty, garbage = tmp_path / "a-1-video.webm", tmp_path / "a-2-audio.webm"
+    empty.touch()
+    garbage.write_bytes(b"\x1aE\xdf\xa3 not really webm" * 10)
+    with caplog.at_level(logging.ERROR, logger="rtc.recorder"):
+        files = [probe("a", "video", empty), probe("a", "audio", garbage),
+                 probe("a", "video", tmp_path / "missing.webm")]
+    assert [(file.empty, file.frames) for file in files] == [(True, 0)] * 3
+    assert "recording of a video is empty" in caplog.text
+    assert "recording of a audio is empty" in caplog.text
