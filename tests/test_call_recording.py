@@ -30,6 +30,7 @@ from tests.gql_helpers import failure, register
 from tests.harness import LiveServer
 from tests.media import FakeAudioTrack, FakeVideoTrack, patch_loopback
 from tests.personas import People, Persona, make_room
+from tests.test_audit import trail
 from tests.wsclient import connect
 
 FPS = 10
@@ -191,3 +192,29 @@ async def test_a_later_joiner_is_asked_and_leaving_ends_the_recording(
         assert (await host.gql(CALL, room=room_id))["room"]["call"] is None
     assert (await failure(host, CONSENT, room=room_id, granted=True))["extensions"][
         "code"] == "NOT_IN_CALL"
+
+
+async def test_the_trail_records_calls_recordings_and_every_consent(
+        crowd: People, recording_live: LiveServer) -> None:
+    host, guest = crowd.make_user("doctor"), crowd.make_user("doctor")
+    admin = crowd.make_user("admin")
+    await register(host, guest, admin)
+    room_id = (await make_room(host, invite=[guest]))["id"]
+    async with in_call(recording_live, [host, guest], room_id):
+        await host.gql(START_RECORDING, room=room_id)
+        await guest.gql(CONSENT, room=room_id, granted=True)
+        await guest.gql(CONSENT, room=room_id, granted=False)
+        await host.gql(STOP_RECORDING, room=room_id)
+        await guest.gql("mutation($id: ID!) { leaveRoom(id: $id) { id } }", id=room_id)
+    records = await trail(recording_live, admin, roomId=room_id)
+    seen = [(r["action"], r["actorId"], r["code"]) for r in reversed(records)
+            if r["action"].startswith(("mutation.", "call."))
+            and "Room" not in r["action"] and r["action"] != "mutation.createRoom"]
+    assert seen == [
+        ("mutation.joinCall", host.id, None), ("mutation.joinCall", guest.id, None),
+        ("mutation.startRecording", host.id, None),
+        ("mutation.giveRecordingConsent", guest.id, None),
+        ("mutation.giveRecordingConsent", guest.id, None),
+        ("mutation.stopRecording", host.id, None),
+        ("call.leave", guest.id, "left_room"),
+    ]
