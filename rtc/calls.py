@@ -95,7 +95,7 @@ class CallService:
     # -- joining and leaving ---------------------------------------------------------------
 
     async def join(self, room_id: str, user_id: str, *, audio: bool, video: bool) -> Joined:
-        local = (room_id, user_id) in set(self.router.local_keys())
+        local = (room_id, user_id) in self.router
 
         def change(state: CallState) -> tuple[Joined, Change]:
             now = now_ms()
@@ -219,12 +219,12 @@ class CallService:
 
     async def socket_opened(self, room_id: str, user_id: str) -> None:
         self._cancel_leaving(room_id, user_id)
-        await self._hold(room_id, user_id, held=True)
+        await self._hold(room_id, user_id)
 
     def socket_closed(self, room_id: str, user_id: str) -> None:
         """The user's last webrtcSignals socket of this room in this process went: unless
         one comes back (here or elsewhere) within the grace, they leave the call."""
-        if (room_id, user_id) in set(self.router.local_keys()):
+        if (room_id, user_id) in self.router:
             return
         loop = asyncio.get_running_loop()
         key = (room_id, user_id)
@@ -239,7 +239,7 @@ class CallService:
 
     async def _gone(self, key: tuple[str, str]) -> None:
         self._leaving.pop(key, None)
-        if key in set(self.router.local_keys()):
+        if key in self.router:
             return
         room_id, user_id = key
 
@@ -256,7 +256,7 @@ class CallService:
 
         await self._announce(room_id, await self.store.update(room_id, change))
 
-    async def _hold(self, room_id: str, user_id: str, *, held: bool) -> None:
+    async def _hold(self, room_id: str, user_id: str) -> None:
         def change(state: CallState) -> None:
             member = state.members.get(user_id)
             if member is not None:
@@ -270,7 +270,7 @@ class CallService:
         """Keeps this process's sockets' participants alive in the shared state."""
         for room_id, user_id in self.router.local_keys():
             try:
-                await self._hold(room_id, user_id, held=True)
+                await self._hold(room_id, user_id)
             except Exception:
                 log.warning("call heartbeat for %s in %s failed", user_id, room_id,
                             exc_info=True)

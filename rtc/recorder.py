@@ -240,8 +240,9 @@ class RoomRecorder:
 
     async def _on_candidate(self, user_id: str, session_id: str,
                             init: dict[str, Any] | None) -> None:
-        """A trickled candidate (RTCIceCandidateInit); empty is end-of-candidates, which
-        aiortc's ICE does not need."""
+        """A trickled candidate (RTCIceCandidateInit). An empty one (end-of-candidates) is
+        ignored: aioice then never calls a first connection attempt "failed" by itself, which
+        CONNECT_TIMEOUT covers; once connected, consent freshness still detects a lost peer."""
         peer = self._peers.get(user_id)
         text = (init or {}).get("candidate")
         if peer is None or peer.session_id != session_id or not isinstance(text, str):

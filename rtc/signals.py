@@ -100,6 +100,10 @@ class SignalRouter:
 
         return deliver
 
+    def __contains__(self, key: object) -> bool:
+        """(room, user) has a webrtcSignals subscription in this process."""
+        return key in self._queues
+
     def local_keys(self) -> list[tuple[str, str]]:
         """(room, user) pairs with a webrtcSignals subscription in this process."""
         return list(self._queues)

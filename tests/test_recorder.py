@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRecorder
 
 from rtc import recorder as recorder_module
-from rtc.recorder import RoomRecorder, TrackFile, probe
+from rtc.recorder import VP8_OPTIONS, RoomRecorder, TrackFile, _realtime, probe
 from tests.media import FakeAudioTrack, FakeVideoTrack, patch_loopback
 
 FPS = 15
@@ -33,16 +34,20 @@ class Participant:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pcs = [self.pc]
 
-    async def offer(self, recorder: RoomRecorder) -> None:
-        """A new connection with new tracks (what an ICE restart is in aiortc)."""
+    async def local_offer(self) -> str:
+        """A new connection with new tracks (what an ICE restart is in aiortc): its offer."""
         if self.pc.signalingState != "stable" or self.pc.getSenders():
             self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             self.pcs.append(self.pc)
-        self.pc.addTrack(FakeVideoTrack(320, 240, FPS))
-        self.pc.addTrack(FakeAudioTrack())
+        self.video, self.audio = FakeVideoTrack(320, 240, FPS), FakeAudioTrack()
+        self.pc.addTrack(self.video)
+        self.pc.addTrack(self.audio)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        await recorder.on_signal(self.user_id, "OFFER", self.session_id,
-                                 self.pc.localDescription.sdp, None)
+        return self.pc.localDescription.sdp
+
+    async def offer(self, recorder: RoomRecorder) -> None:
+        sdp = await self.local_offer()
+        await recorder.on_signal(self.user_id, "OFFER", self.session_id, sdp, None)
 
     async def receive(self, kind: str, sdp: str | None) -> None:
         self.signals.append(kind)
@@ -128,10 +133,13 @@ async def test_consenting_participant_gets_a_file_per_track(
         assert file.path.parent == directory and file.path.name.endswith(f"-{file.kind}.webm")
         assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
     video, audio = files["video"], files["audio"]
-    assert abs(video.frames - FPS * seconds) <= 0.25 * FPS * seconds, (video, seconds)
-    assert abs(video.duration - seconds) <= 0.25 * seconds, (video, seconds)
-    assert abs(audio.duration - seconds) <= 0.25 * seconds, (audio, seconds)
-    assert abs(audio.frames - 50 * seconds) <= 0.25 * 50 * seconds, (audio, seconds)  # 20 ms
+    # The frames sent, in the messages: a starved CPU (other jobs on the box) drops frames on
+    # both sides of these in-process peers, which is not the recorder's doing.
+    sent = {"video sent": alice.video.sent, "audio sent": alice.audio.sent, "s": seconds}
+    assert abs(video.frames - FPS * seconds) <= 0.25 * FPS * seconds, (video, sent)
+    assert abs(video.duration - seconds) <= 0.25 * seconds, (video, sent)
+    assert abs(audio.duration - seconds) <= 0.25 * seconds, (audio, sent)
+    assert abs(audio.frames - 50 * seconds) <= 0.25 * 50 * seconds, (audio, sent)  # 20 ms
     assert alice.signals == ["ANSWER", "HANGUP"]
 
 
@@ -173,21 +181,44 @@ async def test_close_finishes_files_of_connected_peers(
     recorder.allow("alice")
     await alice.offer(recorder)
     await first_frame(directory, "alice")
-    # Trickled candidates: nonsense and end-of-candidates are ignored, a real one is taken.
-    host = next(line for line in alice.pc.localDescription.sdp.splitlines()
-                if line.startswith("a=candidate:"))
-    for init in ({"candidate": ""}, {"candidate": "candidate:nonsense"}, {"sdpMid": "0"},
-                 {"candidate": host[2:], "sdpMid": "0", "sdpMLineIndex": 0}):
-        await recorder.on_signal("alice", "ICE_CANDIDATE", alice.session_id, None, init)
     await asyncio.sleep(1.0)
     loop = asyncio.get_running_loop()
     closing = loop.time()
     files = by_kind(await recorder.close())
     assert loop.time() - closing < 3.0
     assert not files["video"].empty and not files["audio"].empty
-    assert files["video"].frames >= FPS * 0.75
     assert recorder.recording_users == set()
     assert alice.signals == ["ANSWER", "HANGUP"]
+
+
+async def test_trickled_candidates_are_used(recorder: RoomRecorder, bus: Bus,
+                                            tmp_path: Path) -> None:
+    """A browser's offer may carry no candidate at all: they follow as ICE_CANDIDATE signals,
+    possibly while the OFFER is still being applied."""
+    alice = bus.join("alice")
+    recorder.allow("alice")
+    lines = (await alice.local_offer()).splitlines()
+    hosts = [line[2:] for line in lines if line.startswith("a=candidate:")]
+    bare = "\r\n".join(line for line in lines
+                        if not line.startswith(("a=candidate:", "a=end-of-candidates")))
+    assert hosts and "127.0.0.1" in hosts[0]
+
+    async def trickle() -> None:
+        inits: list[dict[str, Any]] = [
+            {"candidate": "candidate:nonsense", "sdpMid": "0"}, {"sdpMid": "0"},
+            # All on the first m-line: BUNDLE makes it the one transport.
+            *({"candidate": host, "sdpMid": "0", "sdpMLineIndex": 0} for host in hosts),
+            {"candidate": "", "sdpMid": "0"}]
+        for init in inits:
+            await recorder.on_signal("alice", "ICE_CANDIDATE", alice.session_id, None, init)
+
+    await asyncio.gather(
+        recorder.on_signal("alice", "OFFER", alice.session_id, bare + "\r\n", None), trickle())
+    assert alice.signals == ["ANSWER"]
+    remote = recorder._peers["alice"].pc.getTransceivers()[0].receiver.transport.transport
+    assert {(c.ip, c.port) for c in remote.getRemoteCandidates()} >= {
+        (host.split()[4], int(host.split()[5])) for host in hosts}
+    await first_frame(tmp_path / "recordings", "alice")
 
 
 async def test_new_offer_is_a_new_connection_with_new_files(
@@ -261,3 +292,16 @@ def test_empty_or_unreadable_file_is_reported_not_raised(
     assert [(file.empty, file.frames) for file in files] == [(True, 0)] * 3
     assert "recording of a video is empty" in caplog.text
     assert "recording of a audio is empty" in caplog.text
+
+
+async def test_the_vp8_options_reach_mediarecorders_encoder(tmp_path: Path) -> None:
+    """rtc/recorder.py `_realtime` reads MediaRecorder's private track table (aiortc has no
+    codec options): this fails when aiortc changes it, instead of recording slowly again."""
+    media = MediaRecorder(str(tmp_path / "probe.webm"))
+    media.addTrack(FakeVideoTrack(160, 120, 10))
+    _realtime(media)
+    tracks = getattr(media, "_MediaRecorder__tracks", None)
+    assert tracks, "aiortc's MediaRecorder no longer keeps its tracks where _realtime looks"
+    (context,) = tracks.values()
+    assert context.stream.codec_context.options == VP8_OPTIONS
+    await media.stop()
