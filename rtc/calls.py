@@ -41,6 +41,7 @@ class Change:
 
     left: list[tuple[Member, str]]  # (member, reason)
     share_ended: bool = False
+    recording_ended: bool = False
 
 
 def member_data(member: Member, state: CallState) -> dict[str, Any]:
@@ -158,12 +159,20 @@ class CallService:
         share_ended = state.presenter is not None and state.presenter.user_id in users
         if share_ended:
             state.presenter = None
-        if not state.people:  # the call is over: so is its recording
+        recording = state.recording.state != "OFF"
+        # The call is over, or its recording peer went stale with its instance: so is the
+        # recording (everyone is told; nobody is recorded without the peer anyway).
+        recording_ended = recording and (not state.people or RECORDER_ID in users)
+        if not state.people:
             state.members.clear()
+            state.started_ms = None
+        if recording_ended:
+            state.members.pop(RECORDER_ID, None)
             state.recording.state, state.recording.id = "OFF", None
             state.recording.started_ms = state.recording.requested_by = None
-            state.started_ms = None
-        return Change(gone, share_ended)
+            for member in state.members.values():
+                member.consent, member.consent_ms = None, None
+        return Change(gone, share_ended, recording_ended)
 
     def _prune(self, state: CallState, now: int) -> list[tuple[Member, str]]:
         stale = [m for m in state.members.values() if not m.alive(now, self.stale_ms)]
@@ -185,6 +194,9 @@ class CallService:
         if done.share_ended:
             await self.publish(room_id, EventType.SCREEN_SHARE_CHANGED, None,
                                screenShare=None)
+        if done.recording_ended:
+            await self.publish(room_id, EventType.RECORDING_STATE_CHANGED, None, recording={
+                "state": "OFF", "requested_by": None, "started_ms": None, "consents": []})
 
     async def publish(self, room_id: str, type: EventType, user_id: str | None,
                       **data: Any) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.call_helpers import CALL, CALL_EVENTS, SHARE, SignalSocket, join
+from tests.call_helpers import CALL, CALL_EVENTS, SHARE, START_RECORDING, SignalSocket, join
 from tests.conftest import SECRET, people_at
 from tests.gql_helpers import register
 from tests.personas import People, Persona, make_room
@@ -27,9 +27,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # Heartbeats every second: a crashed instance's holds lapse after 2.5 s, swept each 1 s.
     env = {"ENVIRONMENT": "test", "JWT_SECRET_KEY": SECRET, "LOG_LEVEL": "INFO",
            "CALL_GRACE_SECONDS": str(GRACE_S), "CALL_STALE_SECONDS": str(STALE_S),
-           "WS_HEARTBEAT_INTERVAL": "1"}
-    with running_cluster(tmp_path_factory.mktemp("calls-multi"), names=("a", "b", "c"),
-                         env=env) as running:
+           "WS_HEARTBEAT_INTERVAL": "1", "ENABLE_VIDEO_RECORDING": "true"}
+    tmp = tmp_path_factory.mktemp("calls-multi")
+    env["RECORDING_DIR"] = str(tmp / "recordings")
+    with running_cluster(tmp, names=("a", "b", "c"), env=env) as running:
         yield running
 
 
@@ -104,23 +105,33 @@ async def test_a_socket_on_one_instance_keeps_the_call_another_serves(
     await watcher.close()
 
 
-async def test_a_crashed_instances_participants_go_stale(cluster: Cluster,
-                                                        people: People) -> None:
+async def test_a_crashed_instances_participants_and_recorder_go_stale(
+        cluster: Cluster, people: People) -> None:
     host, guest, room_id = await pair(people)
-    c = cluster.services["c"]
-    watcher = await connect(cluster.services["a"].ws_url, host.token)
+    a, c = cluster.services["a"], cluster.services["c"]
+    watcher = await connect(a.ws_url, host.token)
     await watcher.subscribe("ev", CALL_EVENTS, {"room": room_id})
+    kept = await SignalSocket.open(a.ws_url, host, room_id)
     socket = await SignalSocket.open(c.ws_url, people.at(guest, c.url), room_id)
     await asyncio.sleep(0.3)
+    await join(host, room_id)
     await join(people.at(guest, c.url), room_id)
+    await people.at(host, c.url).gql(START_RECORDING, room=room_id)  # its peer runs on c
     await asyncio.sleep(STALE_S + 1)  # held by c's heartbeats past the stale time
-    assert (await host.gql(CALL, room=room_id))["room"]["call"] is not None
+    call = (await host.gql(CALL, room=room_id))["room"]["call"]
+    assert len(call["participants"]) == 3 and call["recording"]["state"] == "RECORDING"
     assert c.proc is not None
     c.proc.kill()  # no goodbye: its holds lapse, another instance's sweep removes the guest
     left = await watcher.until("ev", lambda e: e["__typename"] == "CallParticipantLeft",
                                timeout=STALE_S + 10)
     assert left[-1] == {"__typename": "CallParticipantLeft", "reason": "disconnected",
                         "user": {"id": guest.id}}
-    assert (await host.gql(CALL, room=room_id))["room"]["call"] is None
+    ended = await watcher.until("ev", lambda e: e["__typename"] == "RecordingStateChanged"
+                                and e["recording"]["state"] == "OFF")
+    assert ended[-1]["recording"]["consents"] == []
+    call = (await host.gql(CALL, room=room_id))["room"]["call"]
+    assert [p["user"]["id"] for p in call["participants"]] == [host.id]
+    assert call["recording"]["state"] == "OFF"
     await watcher.close()
+    await kept.close()
     await socket.ws.close()
