@@ -31,7 +31,10 @@ test: install lint schema-check test-tools
 # Debian's postinst starts the coturn service unless policy-rc.d forbids it (containers do);
 # without systemd its init script starts nothing (TURNSERVER_ENABLED unset in
 # /etc/default/coturn), but under systemd the unit would serve /etc/turnserver.conf on
-# 0.0.0.0:3478: disable and stop it, the tests never use it.
+# 0.0.0.0:3478: disable and stop it, the tests never use it. Likewise ClamAV's clamd, which
+# tests/clamd.py runs offline with a signature database it writes (file scanning tests): under
+# systemd, Debian's clamav-daemon units (service and its socket activation) and the freshclam
+# updater (which would go to the network) are disabled and stopped.
 AUDIT := tests/http_audit
 CLIENTS := tests/clients
 test-tools: $(AUDIT)/node_modules/.installed $(CLIENTS)/node_modules/.installed
@@ -40,6 +43,11 @@ test-tools: $(AUDIT)/node_modules/.installed $(CLIENTS)/node_modules/.installed
 	@test -x /usr/bin/turnserver \
 	  || (apt-get update && apt-get install -y --no-install-recommends coturn \
 	      && if [ -d /run/systemd/system ]; then systemctl disable --now coturn.service; fi)
+	@test -x /usr/sbin/clamd \
+	  || (apt-get update && apt-get install -y --no-install-recommends clamav-daemon \
+	      && if [ -d /run/systemd/system ]; then \
+	           systemctl disable --now clamav-daemon.socket clamav-daemon.service \
+	             clamav-freshclam.service; fi)
 
 $(AUDIT)/node_modules/.installed: $(AUDIT)/package-lock.json
 	cd $(AUDIT) && npm ci --no-audit --no-fund

@@ -31,6 +31,7 @@ from graph_db.driver import HEALTH_INTERVAL_S, GraphDB
 from graph_db.embedded import EmbeddedGraphServer
 from graph_db.group_commit import GroupCommit
 from graph_db.schema_setup import ensure_schema
+from notify.inbox import Inbox
 from observability import logs, tracing
 from observability.metrics import MetricsEndpoint, forget_this_process
 from observability.sockets import SocketMetrics
@@ -268,13 +269,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             sends = GroupCommit(db)
             rtc = open_rtc(settings, db, hub, trail)
             await rtc.start()
+            inbox = Inbox(db, hub.pubsub)
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub,
-                                          audit=trail, sessions=sessions, sends=sends, rtc=rtc)
+                                          audit=trail, sessions=sessions, sends=sends, rtc=rtc,
+                                          inbox=inbox)
             limits.connections.start()
             tune_gc()
             try:
                 yield
             finally:
+                await inbox.drain()
                 await rtc.close()
                 await sends.close()
                 await verifier.aclose()

@@ -17,6 +17,10 @@ STATEMENTS = (
     "CREATE INDEX message_room_seq IF NOT EXISTS FOR (m:Message) ON (m.roomId, m.seq)",
     "CREATE INDEX message_root IF NOT EXISTS FOR (m:Message) ON (m.rootId)",
     "CREATE INDEX event_room_seq IF NOT EXISTS FOR (e:Event) ON (e.roomId, e.seq)",
+    # Notifications: exactly one per key (graph_db/notifications.py), read per user by time.
+    "CREATE CONSTRAINT notification_key IF NOT EXISTS FOR (n:Notification) "
+    "REQUIRE n.key IS UNIQUE",
+    "CREATE INDEX notification_user IF NOT EXISTS FOR (n:Notification) ON (n.userId)",
     # The audit trail (graph_db/audit.py): read newest first, by actor or by room.
     "CREATE INDEX audit_at IF NOT EXISTS FOR (e:AuditEvent) ON (e.atMs)",
     "CREATE INDEX audit_actor IF NOT EXISTS FOR (e:AuditEvent) ON (e.actorId)",

@@ -114,6 +114,8 @@ SCREEN_SHARE_HEIGHT = Histogram("collab_screen_share_height_pixels", "Height of 
 SCREEN_SHARE_BITRATE = Histogram("collab_screen_share_bitrate_kbps", "Bitrate of screen shares "
                                  "as their viewers receive them.", registry=REGISTRY,
                                  buckets=(100, 200, 400, 800, 1500, 2500, 5000))
+NOTIFICATIONS = Counter("collab_notifications", "In-app notifications created (each once per "
+                        "cause, recipient and kind), by kind.", ["kind"], registry=REGISTRY)
 RECORDINGS = Counter("collab_recording_files", "Recorded track files, by whether any frame "
                      "decoded from them (an empty file is logged as an error).", ["outcome"],
                      registry=REGISTRY)

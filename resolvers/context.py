@@ -25,6 +25,7 @@ from resolvers.errors import UNAVAILABLE_MESSAGE, Unauthenticated, Unavailable
 from settings import Settings
 
 if TYPE_CHECKING:
+    from notify.inbox import Inbox
     from rtc import Rtc
 
 _KNOWN_USERS_MAX = 10_000
@@ -58,6 +59,7 @@ class Services:
     sessions: SessionLedger  # which tokens were used before (audit: session.start)
     sends: GroupCommit  # sendMessage's writes, a room's concurrent sends together
     rtc: Rtc  # calls: state, signals, screen shares, recordings
+    inbox: Inbox  # in-app notifications
     # Typing refreshes within a second of the last announcement are dropped.
     typing: TypingThrottle = field(default_factory=TypingThrottle)
     # Users whose current claims this process already wrote: skips a write per request.
@@ -125,6 +127,8 @@ class Context:
         for event in events:
             await self.services.hub.publish(event)
         await self.services.rtc.calls.room_changed(events)
+        if isinstance(self.auth, Viewer):
+            self.services.inbox.room_events(events, self.auth.id)
         self.loaders.clear_all()
 
     def new_loaders(self) -> Loaders:

@@ -61,6 +61,8 @@ async def join_room(ctx: Context, room_id: str, message: str | None) -> JoinResu
             ctx.db, request_id=str(uuid.uuid4()), room_id=room_id, user_id=viewer.id,
             message=note)
         await ctx.announce(events)
+        for event in events:  # none when the request was already pending
+            ctx.services.inbox.join_requested(request, event)
         return JoinResult(False, room, request)
     outcome, events = await participants.join(ctx.db, room_id, viewer.id)
     await ctx.announce(events)
@@ -146,6 +148,8 @@ async def decide_join_request(ctx: Context, request_id: str,
     (outcome, decided), events = await join_requests.decide(
         ctx.db, request, approve=approve, decided_by=found.viewer.id)
     await ctx.announce(events)
+    if decided is not None:
+        ctx.services.inbox.decided(decided, approve, found.viewer.id)
     if outcome is join_requests.DecideOutcome.FULL:
         raise Conflict("the room is full")
     if decided is None:

@@ -72,6 +72,7 @@ async def send_message(ctx: Context, room_id: str, *, content: str, parent_id: s
         raise Conflict("you left the room while sending")
     if sent.event is not None:
         await ctx.services.hub.publish(sent.event, hints=(sent.message, viewer.user))
+        ctx.services.inbox.message_posted(sent.message, sent.event)
         # The post ends the author's typing (room stream): the next start must not be
         # swallowed as a "refresh" by set_typing's rate limit.
         ctx.services.typing.forget(room_id, viewer.id)

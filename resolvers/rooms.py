@@ -96,6 +96,7 @@ async def create_room(ctx: Context, *, name: str, description: str | None, type:
         type=type, visibility=visibility, max_participants=capacity, invite_ids=invitees,
     )
     ROOMS_CREATED.inc()  # committed (a creation has no room event to count it by)
+    ctx.services.inbox.room_created(room_id, invitees, viewer.id)
     return await _reload(ctx, room_id)
 
 

@@ -45,8 +45,9 @@ CONNECT_TIMEOUT = 30.0
 # pc.close() and signals sent while stopping: close() must end even if a peer or the bus is gone.
 CLOSE_TIMEOUT = 3.0
 SEND_TIMEOUT = 3.0
-# libvpx's default deadline ("good") costs ~38 ms per 640x360 frame, ~70 ms at 1280x720, on the
-# event loop MediaRecorder encodes in; "realtime" with cpu-used 8: ~2 ms and ~10 ms (measured).
+# MediaRecorder encodes on the event loop. libvpx's default deadline ("good") took ~38 ms per
+# 640x360 frame and ~70 ms at 1280x720 (moving stripes, this 2-core box); "realtime" with
+# cpu-used 8: ~2 ms and ~10 ms.
 VP8_OPTIONS = {"deadline": "realtime", "cpu-used": "8"}
 # PyAV's muxer otherwise writes nothing before ~1 MB is buffered (the header included): 30 s
 # to minutes of a call only in memory, lost with the process. With it the header is on disk at

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
+from realtime.channels import Channels
 from realtime.pubsub import PubSub
 
 log = logging.getLogger(__name__)
-QUEUE_MAX = 512  # a socket this far behind on signals is not negotiating any more
 BUCKETS_KEPT = 10_000
 
 
@@ -50,66 +50,33 @@ def channel_for(room_id: str, user_id: str) -> str:
 
 
 class SignalRouter:
+    """Signals by (room, addressee): every webrtcSignals subscription of the addressee in any
+    instance gets each one."""
+
     def __init__(self, pubsub: PubSub) -> None:
         self.pubsub = pubsub
-        self._queues: dict[tuple[str, str], set[asyncio.Queue[Signal]]] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._channels: Channels[tuple[str, str], Signal] = Channels(
+            pubsub, lambda key: channel_for(*key), Signal.decode)
 
     async def send(self, signal: Signal) -> None:
-        await self.pubsub.publish(channel_for(signal.room_id, signal.to_user), signal.encode())
+        await self._channels.publish((signal.room_id, signal.to_user), signal.encode())
 
     async def open(self, room_id: str, user_id: str) -> asyncio.Queue[Signal]:
-        key = (room_id, user_id)
-        queue: asyncio.Queue[Signal] = asyncio.Queue(QUEUE_MAX)
-        async with self._lock(key):
-            queues = self._queues.get(key)
-            if queues is None:
-                queues = self._queues[key] = set()
-                await self.pubsub.subscribe(channel_for(*key), self._handler(key))
-            queues.add(queue)
-        return queue
+        return await self._channels.open((room_id, user_id))
 
     async def close(self, room_id: str, user_id: str, queue: asyncio.Queue[Signal]) -> None:
-        key = (room_id, user_id)
-        async with self._lock(key):
-            queues = self._queues.get(key)
-            if queues is None:
-                return
-            queues.discard(queue)
-            if not queues:
-                del self._queues[key]
-                await self.pubsub.unsubscribe(channel_for(*key))
-        if key not in self._queues and not self._locks[key].locked():
-            self._locks.pop(key, None)
-
-    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
-
-    def _handler(self, key: tuple[str, str]):  # type: ignore[no-untyped-def]
-        async def deliver(raw: bytes) -> None:
-            signal = Signal.decode(raw)
-            for queue in list(self._queues.get(key, ())):
-                try:
-                    queue.put_nowait(signal)
-                except asyncio.QueueFull:
-                    log.warning("signals to %s in room %s dropped: the socket is not reading",
-                                key[1], key[0])
-
-        return deliver
+        await self._channels.close((room_id, user_id), queue)
 
     def __contains__(self, key: object) -> bool:
         """(room, user) has a webrtcSignals subscription in this process."""
-        return key in self._queues
+        return key in self._channels
 
     def local_keys(self) -> list[tuple[str, str]]:
         """(room, user) pairs with a webrtcSignals subscription in this process."""
-        return list(self._queues)
+        return self._channels.keys()
 
     def sizes(self) -> dict[str, int]:
-        return {"signals.channels": len(self._queues), "signals.locks": len(self._locks)}
+        return self._channels.sizes("signals")
 
 
 class SessionRates:

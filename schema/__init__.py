@@ -21,13 +21,16 @@ from schema.audit import AuditQuery
 from schema.call_ops import CallMutation, CallQuery, CallSubscription
 from schema.events import EVENT_TYPES, RoomEventsSubscription, TypingMutation
 from schema.messages import MessageMutation, MessageQuery
+from schema.notifications import NotificationMutation, NotificationQuery, NotificationSubscription
 from schema.room_ops import RoomMutation, RoomQuery
 
 log = logging.getLogger("collaboration.graphql")
 
-QUERIES: tuple[type, ...] = (RoomQuery, MessageQuery, AuditQuery, CallQuery)
-MUTATIONS: tuple[type, ...] = (RoomMutation, MessageMutation, TypingMutation, CallMutation)
-SUBSCRIPTIONS: tuple[type, ...] = (RoomEventsSubscription, CallSubscription)
+QUERIES: tuple[type, ...] = (RoomQuery, MessageQuery, AuditQuery, CallQuery, NotificationQuery)
+MUTATIONS: tuple[type, ...] = (RoomMutation, MessageMutation, TypingMutation, CallMutation,
+                               NotificationMutation)
+SUBSCRIPTIONS: tuple[type, ...] = (RoomEventsSubscription, CallSubscription,
+                                   NotificationSubscription)
 
 Query = merge_types("Query", QUERIES)
 Mutation = merge_types("Mutation", MUTATIONS)

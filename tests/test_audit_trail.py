@@ -38,6 +38,7 @@ EXEMPT = {
     "setTyping": "ephemeral, carries nothing, stored nowhere",
     "sendWebrtcSignal": "dozens per call set-up, stored nowhere; joining the call is audited",
     "reportCallStats": "measurements for the metrics, about the caller's own connection",
+    "notifications": "the caller's own notifications (ids and generic titles), on every page",
 }
 
 

@@ -38,6 +38,7 @@ def sizes(live: LiveServer) -> dict[str, int]:
         services: Services = live.services
         return {**services.hub.sizes(), "typing.throttle": services.typing.size(),
                 **services.rtc.calls.sizes(), **services.rtc.router.sizes(),
+                **services.inbox.sizes(),
                 "db.key_locks": len(services.db._key_locks)}
 
     return live.call(read())

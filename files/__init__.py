@@ -1,0 +1,1 @@
+"""Shared medical files: names, type detection, encryption at rest, blob storage, DICOM."""

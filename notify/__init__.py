@@ -1,0 +1,1 @@
+"""Notifications: in-app (inbox.py) and by email (digests through a mailer)."""
