@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,11 +28,21 @@ from audit import (
     SessionLedger,
 )
 from auth import TokenVerifier
+from files.crypto import KeyRing
+from files.keys import master_key
+from files.links import Links
+from files.scanner import ClamdScanner, Scanner
+from files.service import FileService
+from files.storage import LocalBlobStore
+from graph_db import digests as outbox
 from graph_db.driver import HEALTH_INTERVAL_S, GraphDB
 from graph_db.embedded import EmbeddedGraphServer
 from graph_db.group_commit import GroupCommit
 from graph_db.schema_setup import ensure_schema
+from notify.digests import Digests, Unsubscribe
 from notify.inbox import Inbox
+from notify.mailer import SmtpMailer
+from notify.unsubscribe import UnsubscribeEndpoint
 from observability import logs, tracing
 from observability.metrics import MetricsEndpoint, forget_this_process
 from observability.sockets import SocketMetrics
@@ -54,6 +65,7 @@ from transport.admission import AdmittedDocuments
 from transport.connections import ConnectionLimiter, ConnectionSlots, MemorySlots, RedisSlots
 from transport.document_store import DocumentStore, MemoryDocumentStore, RedisDocumentStore
 from transport.documents import Admission, DocumentCache
+from transport.downloads import Downloads
 from transport.endpoint import GraphQLEndpoint
 from transport.executor import DirectExecutor
 from transport.fanout import GraphQLRenderer
@@ -63,6 +75,7 @@ from transport.limits import OperationLimits
 from transport.persisted import PersistedOperations
 from transport.rate_limit import MemoryBudget, RateBudget, RateLimiter, RedisBudget
 from transport.tls import TransportSecurity, log_transport_security, serving_options
+from transport.uploads import PREFLIGHT_HEADERS, UploadLimits
 from transport.uvicorn_adapter import (
     RawSendMiddleware,
     close_code,
@@ -165,6 +178,50 @@ def open_rtc(settings: Settings, db: GraphDB, hub: Hub, trail: AuditTrail) -> Rt
                report_rates=SessionRates(1.0, 10))
 
 
+def open_files(settings: Settings, db: GraphDB) -> tuple[FileService, Links]:
+    """Encrypted blobs on the local filesystem (FILE_STORAGE_DIR), data keys wrapped by the
+    master key, clamd when configured (without one: UNSCANNED, development only)."""
+    blobs = LocalBlobStore(settings.file_storage_dir)
+    blobs.purge_scratch(older_than_s=3600)  # plaintext a crash may have left behind
+    master = master_key(settings)
+    keys = KeyRing(master, key_id=hashlib.sha256(master).hexdigest()[:8])
+    scanner: Scanner | None = None
+    if settings.file_scanning == "on" and (settings.clamav_socket or settings.clamav_host):
+        scanner = ClamdScanner(socket_path=settings.clamav_socket,
+                               host=settings.clamav_host,
+                               port=settings.clamav_port if settings.clamav_host else None)
+        log.info("files: scanned by %r", scanner)
+    else:
+        log.warning("files: NO VIRUS SCANNER configured (CLAMAV_SOCKET or CLAMAV_HOST): "
+                    "uploads are stored UNSCANNED")
+    return (FileService(db, blobs, keys, scanner),
+            Links(master, ttl=settings.download_url_ttl))
+
+
+def open_digests(settings: Settings, db: GraphDB, hub: Hub) -> Digests:
+    """Email digests through SMTP_HOST (none without it: in-app notifications only)."""
+    mailer = None
+    if settings.smtp_host:
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        mailer = SmtpMailer(settings.smtp_host, settings.smtp_port,
+                            username=settings.smtp_username, password=password,
+                            starttls=settings.smtp_starttls)
+        log.info("email digests: through %s:%d", settings.smtp_host, settings.smtp_port)
+    else:
+        log.info("email digests: off (set SMTP_HOST)")
+    digests = Digests(db, mailer, hub.presence.online_users,
+                      delay_s=settings.notification_email_delay_seconds,
+                      sender=settings.email_from,
+                      base_url=settings.public_base_url or "http://localhost:8002",
+                      unsubscribe=unsubscribe_tokens(settings))
+    hub.on_offline.append(lambda user_id: outbox.seen(db, user_id))
+    return digests
+
+
+def unsubscribe_tokens(settings: Settings) -> Unsubscribe:
+    return Unsubscribe(settings.jwt_secret_key.encode() + master_key(settings))
+
+
 def persisted_operations(settings: Settings) -> PersistedOperations:
     """Persisted queries shared through Redis when REDIS_URL is set (every instance knows a
     document registered on one), else kept per process; trusted documents from the manifest."""
@@ -248,11 +305,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ide = GraphiQL() if settings.is_development else None  # never in staging or production
     persisted = persisted_operations(settings)
     limits = limiters(settings)
+    # Uploads stream into the blob store's scratch directory: a kept one is renamed into place.
+    scratch = settings.file_storage_dir / ".tmp"
+    scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
     endpoint = GraphQLEndpoint(
         schema, documents, ide=ide, allowed_origins=settings.cors_origins,
         persisted=persisted, rate=limits.rate, connections=limits.connections,
         http=HTTPLimits(max_bytes=settings.request_max_bytes,
-                        timeout=settings.request_timeout),
+                        timeout=settings.request_timeout,
+                        uploads=UploadLimits(max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
+                                             scratch_dir=scratch)),
         sockets=SocketLimits(max_subscriptions=settings.ws_max_subscriptions,
                              message_rate=settings.ws_message_rate,
                              message_burst=settings.ws_message_burst,
@@ -270,14 +332,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
             rtc = open_rtc(settings, db, hub, trail)
             await rtc.start()
             inbox = Inbox(db, hub.pubsub)
+            files, links = open_files(settings, db)
+            files.on_scanned.append(inbox.file_scanned)
+            files.start()
+            digests = open_digests(settings, db, hub)
+            digests.start()
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub,
                                           audit=trail, sessions=sessions, sends=sends, rtc=rtc,
-                                          inbox=inbox)
+                                          inbox=inbox, files=files, links=links,
+                                          digests=digests)
             limits.connections.start()
             tune_gc()
             try:
                 yield
             finally:
+                await digests.close()
+                await files.close()
                 await inbox.drain()
                 await rtc.close()
                 await sends.close()
@@ -286,9 +356,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await limits.aclose()
                 await asyncio.to_thread(tracing.shutdown, tracer)  # flushes: may wait
                 forget_this_process()
+    downloads = Downloads(Links(master_key(settings), ttl=settings.download_url_ttl))
     routes = [
         Route("/graphql", endpoint, methods=None),  # the endpoint answers other methods 405
         WebSocketRoute("/graphql", endpoint),
+        Route("/files/{token}", downloads.handle, methods=["GET"]),
+        Route("/notifications/unsubscribe/{token}",
+              UnsubscribeEndpoint(unsubscribe_tokens(settings)).handle,
+              methods=["GET", "POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", MetricsEndpoint(settings.metrics_token).handle, methods=["GET"]),
@@ -302,7 +377,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(SocketMetrics, close_code=close_code),  # inside: sees the server's send
         Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                    allow_methods=["GET", "POST"], allow_credentials=True,
-                   allow_headers=["authorization", "content-type", "x-request-id"]),
+                   allow_headers=["authorization", "content-type", "x-request-id",
+                                  *PREFLIGHT_HEADERS]),
     ]
     return Starlette(debug=settings.debug, routes=routes, middleware=middleware,
                      lifespan=lifespan)

@@ -146,6 +146,32 @@ class Settings(BaseSettings):
     # Recordings (ENABLE_VIDEO_RECORDING) are written here, one file per track, mode 0600.
     recording_dir: Path = Path("data/recordings")
 
+    # Files (files/): uploads up to MAX_UPLOAD_MB, stored encrypted under FILE_STORAGE_DIR
+    # with data keys wrapped by FILE_MASTER_KEY (64 hex characters; development makes one per
+    # data folder), scanned by clamd (CLAMAV_SOCKET, or CLAMAV_HOST and CLAMAV_PORT).
+    max_upload_mb: int = Field(default=25, ge=1, le=2048)
+    file_storage_dir: Path = Path("data/files")
+    file_master_key: SecretStr | None = None
+    clamav_socket: str | None = None
+    clamav_host: str | None = None
+    clamav_port: int = Field(default=3310, ge=1, le=65535)
+    # "off" only when no scanner is wanted on purpose (production refuses to start without one).
+    file_scanning: Literal["on", "off"] = "on"
+    file_retention_days: int = Field(default=30, ge=0, le=3650)
+    download_url_ttl: int = Field(default=300, ge=10, le=300)
+
+    # Email notifications (notify/): digests for people who are not online.
+    notification_email_delay_seconds: int = Field(default=300, ge=0, le=86_400)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    email_from: str = "Collab <no-reply@localhost>"
+    # Where users reach the service (links in emails and download URLs); unset: download URLs
+    # name the host the request came to.
+    public_base_url: str | None = None
+
     # Features
     enable_screen_sharing: bool = True
     enable_ai_assistant: bool = True
@@ -236,6 +262,20 @@ class Settings(BaseSettings):
         if not relaxed and not self.audit_enabled:
             raise ValueError("AUDIT_ENABLED: the audit trail cannot be turned off outside "
                              "development and test")
+        if self.file_master_key is not None:
+            try:
+                ok = len(bytes.fromhex(self.file_master_key.get_secret_value())) == 32
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("FILE_MASTER_KEY: must be 64 hex characters (32 bytes)")
+        elif not relaxed:
+            raise ValueError("FILE_MASTER_KEY: files are encrypted at rest: set a 64-hex-"
+                             "character master key (keep it outside the data's backups)")
+        if (not relaxed and self.file_scanning == "on" and not self.clamav_socket
+                and not self.clamav_host):
+            raise ValueError("CLAMAV_SOCKET: uploads must be virus-scanned: set CLAMAV_SOCKET "
+                             "or CLAMAV_HOST (or FILE_SCANNING=off on purpose)")
         if self.persisted_queries_only and self.persisted_queries_manifest is None:
             raise ValueError("PERSISTED_QUERIES_ONLY: needs PERSISTED_QUERIES_MANIFEST, the "
                              "file of the operations allowed to run")

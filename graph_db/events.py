@@ -32,6 +32,7 @@ class EventType(enum.Enum):
     SCREEN_SHARE_CHANGED = "ScreenShareChanged"
     RECORDING_CONSENT_REQUESTED = "RecordingConsentRequested"
     RECORDING_STATE_CHANGED = "RecordingStateChanged"
+    FILE_SHARED = "FileShared"
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,21 @@ RETURN collect(DISTINCT u.id) AS ids
 """
 
 
+# A user's notification level in a room (MEMBER_OF.notify: ALL, MENTIONS, MUTED).
+LEVELS = """
+UNWIND $userIds AS uid
+MATCH (u:User {id: uid}), (r:Room {id: $roomId})
+WITH u, r
+MATCH (u)-[m:MEMBER_OF]->(r)
+RETURN u.id AS userId, coalesce(m.notify, 'ALL') AS level
+"""
+
+
+async def levels(db: GraphDB, room_id: str, user_ids: list[str]) -> dict[str, str]:
+    rows = await db.read_rows(LEVELS, roomId=room_id, userIds=user_ids)
+    return {str(r["userId"]): str(r["level"]) for r in rows}
+
+
 async def create(db: GraphDB, items: list[NewNotification]) -> list[NotificationRecord]:
     """The notifications this call created (those that existed already are left out)."""
     if not items:

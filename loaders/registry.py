@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
-from graph_db import join_requests, messages, participants, rooms, users
+from graph_db import files, join_requests, messages, participants, rooms, users
 from graph_db.driver import GraphDB
 from graph_db.messages import MessageRecord, ReactionRecord
 from graph_db.models import JoinRequestRecord, ParticipantRecord, RoomRecord, UserRecord
@@ -55,6 +55,9 @@ class Loaders:
     # Keyed by user id (online anywhere) and by (room id, user id); with presence only.
     online_user: DataLoader[str, bool]
     online_in_room: DataLoader[tuple[str, str], bool]
+    file: DataLoader[str, Any]
+    # Keyed by message id: its attached files.
+    attachments: DataLoader[str, list[Any]]
     # Keyed by room id: its call (rtc/state.CallState), from Redis or the process.
     call: DataLoader[str, Any]
 
@@ -111,4 +114,6 @@ _FETCHES: dict[str, Callable[[GraphDB, list[Any]], Awaitable[Sequence[Any]]]] = 
     "reply_count": messages.reply_counts,
     "replies": messages.replies_pages,
     "unread_count": messages.unread_counts,
+    "file": files.files_by_ids,
+    "attachments": files.of_messages,
 }

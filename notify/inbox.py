@@ -20,6 +20,7 @@ import orjson
 from graph_db import notifications as store
 from graph_db.driver import GraphDB
 from graph_db.events import EventRecord, EventType
+from graph_db.files import FileRecord
 from graph_db.messages import MessageRecord
 from graph_db.models import JoinRequestRecord
 from graph_db.notifications import NewNotification, NotificationRecord
@@ -36,6 +37,7 @@ TITLES = {
     "MENTION": "You were mentioned",
     "REPLY": "New reply in a thread you follow",
     "ROOM_UPDATED": "A room you are in was updated",
+    "FILE_SCANNED": "A file you shared was scanned",
 }
 
 
@@ -70,6 +72,12 @@ class Inbox:
         """Those added at creation are invited (a creation has no room event)."""
         self._spawn(self._send([self._new(f"created:{room_id}", user, "INVITATION", room_id,
                                           actor_id, None) for user in invitees], actor_id))
+
+    async def file_scanned(self, record: FileRecord) -> None:
+        """A file that waited for the scanner has its verdict: its uploader is told."""
+        body = "clean: it can be downloaded" if record.status == "CLEAN" else "refused: infected"
+        await self._send([self._new(f"scan:{record.id}", record.uploader_id, "FILE_SCANNED",
+                                    record.room_id, None, record.id, body=body)], None)
 
     def room_events(self, events: list[EventRecord], actor_id: str) -> None:
         """Invitations (someone else added to the room) and room updates."""
@@ -133,11 +141,23 @@ class Inbox:
                                room_id=room_id, actor_id=actor_id, ref_id=ref_id)
 
     async def _send(self, items: list[NewNotification], actor_id: str | None) -> None:
-        items = [i for i in items if i.user_id != actor_id]  # never to the actor
+        items = await self._wanted([i for i in items if i.user_id != actor_id])  # not the actor
         for record in await store.create(self.db, items):
             NOTIFICATIONS.labels(record.kind).inc()
             await self.live.publish(record.user_id,
                                     orjson.dumps(dataclasses.asdict(record)))
+
+    async def _wanted(self, items: list[NewNotification]) -> list[NewNotification]:
+        """Without what a room's setting silences: MUTED keeps only what is addressed to the
+        user alone (invitations, decisions, scan verdicts), MENTIONS also mentions."""
+        rooms = {i.room_id for i in items if i.room_id and i.kind not in DIRECT}
+        levels: dict[tuple[str, str], str] = {}
+        for room_id in rooms:
+            users = [i.user_id for i in items if i.room_id == room_id]
+            for user, level in (await store.levels(self.db, room_id, users)).items():
+                levels[(room_id, user)] = level
+        return [i for i in items if i.kind in DIRECT or _heard(
+            levels.get((i.room_id or "", i.user_id), "ALL"), i.kind)]
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(self._logged(work))
@@ -158,6 +178,13 @@ class Inbox:
 
     def sizes(self) -> dict[str, int]:
         return {"inbox.tasks": len(self._tasks), **self.live.sizes("notify")}
+
+
+DIRECT = frozenset({"INVITATION", "JOIN_DECISION", "FILE_SCANNED"})
+
+
+def _heard(level: str, kind: str) -> bool:
+    return level == "ALL" or (level == "MENTIONS" and kind == "MENTION")
 
 
 def _key(event: EventRecord) -> str:

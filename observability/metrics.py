@@ -116,6 +116,16 @@ SCREEN_SHARE_BITRATE = Histogram("collab_screen_share_bitrate_kbps", "Bitrate of
                                  buckets=(100, 200, 400, 800, 1500, 2500, 5000))
 NOTIFICATIONS = Counter("collab_notifications", "In-app notifications created (each once per "
                         "cause, recipient and kind), by kind.", ["kind"], registry=REGISTRY)
+FILE_UPLOADS = Counter("collab_file_uploads", "Uploads, by outcome: stored (scanned clean or "
+                       "unscanned), pending (waiting for the scanner), infected, refused_type.",
+                       ["outcome"], registry=REGISTRY)
+FILE_SCANS = Counter("collab_file_scans", "Scanner verdicts, by result (clean, infected, "
+                     "unavailable).", ["result"], registry=REGISTRY)
+FILE_DOWNLOADS = Counter("collab_file_downloads", "Download requests, by outcome (served, "
+                         "partial, refused, tampered).", ["outcome"], registry=REGISTRY)
+EMAILS = Counter("collab_notification_emails", "Digest emails, by outcome: sent, delayed (the "
+                 "mail server unreachable: retried), failed (refused for good).", ["outcome"],
+                 registry=REGISTRY)
 RECORDINGS = Counter("collab_recording_files", "Recorded track files, by whether any frame "
                      "decoded from them (an empty file is logged as an error).", ["outcome"],
                      registry=REGISTRY)

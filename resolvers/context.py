@@ -25,6 +25,9 @@ from resolvers.errors import UNAVAILABLE_MESSAGE, Unauthenticated, Unavailable
 from settings import Settings
 
 if TYPE_CHECKING:
+    from files.links import Links
+    from files.service import FileService
+    from notify.digests import Digests
     from notify.inbox import Inbox
     from rtc import Rtc
 
@@ -60,6 +63,9 @@ class Services:
     sends: GroupCommit  # sendMessage's writes, a room's concurrent sends together
     rtc: Rtc  # calls: state, signals, screen shares, recordings
     inbox: Inbox  # in-app notifications
+    files: FileService  # uploads: checks, scanning, encrypted storage
+    links: Links  # signed download URLs
+    digests: Digests  # email digests for people who are not online
     # Typing refreshes within a second of the last announcement are dropped.
     typing: TypingThrottle = field(default_factory=TypingThrottle)
     # Users whose current claims this process already wrote: skips a write per request.

@@ -77,6 +77,14 @@ class FeatureDisabled(ServiceError):
     code = "FEATURE_DISABLED"
 
 
+class UnsupportedFileType(ServiceError):
+    code = "UNSUPPORTED_FILE_TYPE"
+
+
+class Infected(ServiceError):
+    code = "INFECTED"
+
+
 UNEXPECTED_MESSAGE = "Unexpected error."
 UNAVAILABLE_MESSAGE = "The service is temporarily unavailable; retry shortly."
 

@@ -9,7 +9,7 @@ import uuid
 from graph_db import messages
 from graph_db.messages import Change, MessageRecord, NewMessage, Outcome
 from graph_db.models import RoomRecord
-from resolvers import policy, validation
+from resolvers import files, policy, validation
 from resolvers.access import RoomAccess, access_room
 from resolvers.context import Context
 from resolvers.errors import BadInput, Conflict, Forbidden, NotFound
@@ -53,13 +53,17 @@ async def _thread_root(ctx: Context, room_id: str, parent_id: str | None) -> str
 
 
 async def send_message(ctx: Context, room_id: str, *, content: str, parent_id: str | None,
-                       client_message_id: str | None) -> MessageRecord:
+                       client_message_id: str | None,
+                       attachment_ids: list[str] | None = None) -> MessageRecord:
     text = validation.text("input.content", content, max_len=CONTENT_MAX)
     client_id = _client_id(client_message_id)
     viewer = ctx.viewer
     if parent_id is not None or not 0 < len(room_id) <= 128:
         await _participant(ctx, room_id)  # before reading the parent's thread
     root_id = await _thread_root(ctx, room_id, parent_id)
+    if attachment_ids:
+        await _participant(ctx, room_id)
+        attachment_ids = await files.check_attachable(ctx, room_id, attachment_ids)
     # The write checks membership itself; only a refusal pays for the full access check,
     # which then says NOT_FOUND or FORBIDDEN.
     sent = await ctx.services.sends.send(NewMessage(
@@ -70,6 +74,8 @@ async def send_message(ctx: Context, room_id: str, *, content: str, parent_id: s
         ctx.loaders.clear_all()
         await _participant(ctx, room_id)
         raise Conflict("you left the room while sending")
+    if attachment_ids and sent.event is not None:
+        await files.attach(ctx, room_id, sent.message.id, attachment_ids)
     if sent.event is not None:
         await ctx.services.hub.publish(sent.event, hints=(sent.message, viewer.user))
         ctx.services.inbox.message_posted(sent.message, sent.event)

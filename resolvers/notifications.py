@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from graph_db import digests
 from graph_db import notifications as store
-from graph_db.models import RoomRecord
+from graph_db.models import RoomRecord, from_ms
 from graph_db.notifications import NotificationRecord
 from resolvers import pagination, validation
 from resolvers.access import find_room
 from resolvers.context import Context
-from resolvers.errors import BadInput
+from resolvers.errors import BadInput, NotFound
 
 
 async def page(ctx: Context, *, unread_only: bool, first: int | None,
@@ -62,3 +65,31 @@ async def live(ctx: Context) -> AsyncGenerator[NotificationRecord, None]:
             yield await queue.get()
     finally:
         await inbox.live.close(user_id, queue)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    email: str
+    dnd_until: datetime | None
+    rooms: dict[str, str]
+
+
+async def settings(ctx: Context) -> Settings:
+    email, dnd, rooms = await digests.settings_of(ctx.db, ctx.viewer.id)
+    return Settings(email, from_ms(dnd), rooms)
+
+
+async def update_settings(ctx: Context, *, email: str | None, dnd_until: datetime | None,
+                          clear_dnd: bool, rooms: dict[str, str]) -> Settings:
+    viewer = ctx.viewer
+    if len(rooms) > 200:
+        raise BadInput("input.rooms", "at most 200 rooms at once")
+    if dnd_until is not None and dnd_until.tzinfo is None:
+        raise BadInput("input.doNotDisturbUntil", "needs a time zone")
+    dnd_ms = int(dnd_until.timestamp() * 1000) if dnd_until is not None else None
+    done = await digests.update_settings(ctx.db, viewer.id, email=email, dnd_until=dnd_ms,
+                                         clear_dnd=clear_dnd, rooms=rooms)
+    missing = set(rooms) - set(done)
+    if missing:
+        raise NotFound("room")  # not a participant there: same answer as a missing room
+    return await settings(ctx)

@@ -20,15 +20,24 @@ from resolvers.errors import BadInput
 from schema.audit import AuditQuery
 from schema.call_ops import CallMutation, CallQuery, CallSubscription
 from schema.events import EVENT_TYPES, RoomEventsSubscription, TypingMutation
+from schema.files import FileMutation
 from schema.messages import MessageMutation, MessageQuery
-from schema.notifications import NotificationMutation, NotificationQuery, NotificationSubscription
+from schema.notifications import (
+    NotificationMutation,
+    NotificationQuery,
+    NotificationSettingsMutation,
+    NotificationSettingsQuery,
+    NotificationSubscription,
+)
 from schema.room_ops import RoomMutation, RoomQuery
 
 log = logging.getLogger("collaboration.graphql")
 
-QUERIES: tuple[type, ...] = (RoomQuery, MessageQuery, AuditQuery, CallQuery, NotificationQuery)
+QUERIES: tuple[type, ...] = (RoomQuery, MessageQuery, AuditQuery, CallQuery, NotificationQuery,
+                             NotificationSettingsQuery)
 MUTATIONS: tuple[type, ...] = (RoomMutation, MessageMutation, TypingMutation, CallMutation,
-                               NotificationMutation)
+                               NotificationMutation, FileMutation,
+                               NotificationSettingsMutation)
 SUBSCRIPTIONS: tuple[type, ...] = (RoomEventsSubscription, CallSubscription,
                                    NotificationSubscription)
 

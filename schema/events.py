@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
+from resolvers import files
 from resolvers import room_events as resolve
 from resolvers.context import Context
 from schema.calls import CallParticipant, CallRecording, ScreenShare
@@ -16,6 +17,7 @@ from schema.rooms import JoinRequest, Participant, Room
 from schema.users import User
 
 if TYPE_CHECKING:
+    from schema.files import SharedFile
     from schema.messages import Message
 
 Ctx = Info[Context, None]
@@ -161,6 +163,16 @@ class RecordingStateChanged(RoomEvent):
     recording: CallRecording
 
 
+@strawberry.type(description="A file was shared in the room (uploaded; it may still wait for "
+                             "the virus scanner: see its status).")
+class FileShared(RoomEvent):
+    @strawberry.field
+    async def file(self, info: Ctx) -> Annotated[SharedFile, strawberry.lazy("schema.files")]:
+        from schema.files import SharedFile
+
+        return SharedFile.of(await files.access_file(info.context, self._ref or ""))
+
+
 @strawberry.type
 class TypingMutation:
     @strawberry.mutation(description="Announce typing; it expires by itself ~5 s after the "
@@ -173,7 +185,7 @@ EVENT_TYPES: tuple[type[RoomEvent], ...] = (
     MessagePosted, MessageEdited, MessageDeleted, ReactionsChanged, ParticipantJoined,
     ParticipantRoleChanged, ParticipantLeft, TypingChanged, PresenceChanged, JoinRequested,
     RoomUpdated, RoomClosed, CallParticipantJoined, CallParticipantLeft, MediaStateChanged,
-    ScreenShareChanged, RecordingConsentRequested, RecordingStateChanged,
+    ScreenShareChanged, RecordingConsentRequested, RecordingStateChanged, FileShared,
 )
 
 
@@ -203,6 +215,8 @@ def event_object(room_id: str, type_name: str, at: datetime, cursor: str, *,
         return PresenceChanged(online=bool(data.get("online")), **common)  # type: ignore[arg-type]
     if cls in CALL_EVENTS:
         return _call_event(cls, common, data)
+    if cls is FileShared:
+        return FileShared(**{**common, "_ref": str(data.get("fileId", ""))})  # type: ignore[arg-type]
     return cls(**common)  # type: ignore[arg-type]
 
 

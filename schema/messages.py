@@ -1,18 +1,15 @@
-"""Message, its edits, reactions and threads, and the chat operations.
-
-`attachments` (Message) and `attachmentIds` (SendMessageInput) belong to file sharing and
-are added with it."""
+"""Message, its edits, reactions, threads and attached files, and the chat operations."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional, Self
+from typing import TYPE_CHECKING, Annotated, Optional, Self
 
 import strawberry
 from strawberry.types import Info
 
 from graph_db.messages import MessageEditRecord, MessageRecord
-from resolvers import message_fields
+from resolvers import files, message_fields
 from resolvers import messages as resolve
 from resolvers.audit import audited
 from resolvers.context import Context
@@ -20,6 +17,9 @@ from resolvers.maybe import MaybeAwaitable, then
 from schema.common import PageInfo
 from schema.rooms import Room
 from schema.users import User
+
+if TYPE_CHECKING:
+    from schema.files import SharedFile
 
 Ctx = Info[Context, None]
 
@@ -72,6 +72,15 @@ class Message:
     @strawberry.field
     async def room(self, info: Ctx) -> Room:
         return Room.of(await message_fields.room(info.context, self._record))
+
+    @strawberry.field(description="Files shared with this message (listed while they may be "
+                                  "downloaded).")
+    async def attachments(self, info: Ctx) -> list[Annotated[SharedFile, strawberry.lazy(
+            "schema.files")]]:
+        from schema.files import SharedFile
+
+        return [SharedFile.of(f) for f in await files.attachments(info.context,
+                                                                   self._record.id)]
 
     @strawberry.field(graphql_type=User)
     def author(self, info: Ctx) -> MaybeAwaitable[User]:
@@ -132,6 +141,9 @@ class SendMessageInput:
     client_message_id: str | None = strawberry.field(
         default=None, description="Client-generated id; resending the same id returns the "
                                   "same message (idempotent).")
+    attachment_ids: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Your own files of this room, not yet attached (at most "
+                                  "10).")
 
 
 @strawberry.type
@@ -150,7 +162,8 @@ class MessageMutation:
         return Message.of(await resolve.send_message(
             info.context, room_id, content=input.content,
             parent_id=str(input.parent_id) if input.parent_id is not None else None,
-            client_message_id=input.client_message_id))
+            client_message_id=input.client_message_id,
+            attachment_ids=[str(i) for i in input.attachment_ids or []]))
 
     @strawberry.mutation(extensions=audited("Message", by="id"))
     async def edit_message(self, info: Ctx, id: strawberry.ID, content: str) -> Message:

@@ -30,6 +30,7 @@ class NotificationKind(enum.Enum):
     REPLY = "REPLY"
     ROOM_UPDATED = "ROOM_UPDATED"
     ASSISTANT = "ASSISTANT"
+    FILE_SCANNED = "FILE_SCANNED"
 
 
 @strawberry.type
@@ -104,3 +105,77 @@ class NotificationSubscription:
     async def notifications(self, info: Ctx) -> AsyncGenerator[Notification, None]:
         async for record in resolve.live(info.context):
             yield Notification.of(record)
+
+
+@strawberry.enum(description="Which notifications also come by email (to the token's email "
+                             "address), as a digest while you are not online.")
+class EmailNotifications(enum.Enum):
+    ALL = "ALL"
+    MENTIONS = "MENTIONS"
+    OFF = "OFF"
+
+
+@strawberry.enum
+class RoomNotifications(enum.Enum):
+    ALL = "ALL"
+    MENTIONS = "MENTIONS"
+    MUTED = "MUTED"
+
+
+@strawberry.type
+class RoomNotificationSetting:
+    level: RoomNotifications
+    _room_id: strawberry.Private[str]
+
+    @strawberry.field
+    async def room(self, info: Ctx) -> Room | None:
+        found = await resolve.room_of(info.context, self._room_id)
+        return Room.of(found) if found else None
+
+
+@strawberry.type
+class NotificationSettings:
+    email: EmailNotifications
+    do_not_disturb_until: datetime | None = strawberry.field(
+        description="No email before this (in-app notifications still arrive).")
+    rooms: list[RoomNotificationSetting] = strawberry.field(
+        description="Rooms not at ALL: MENTIONS (only mentions) or MUTED (nothing).")
+
+    @classmethod
+    def of(cls, found: resolve.Settings) -> Self:
+        return cls(email=EmailNotifications(found.email), do_not_disturb_until=found.dnd_until,
+                   rooms=[RoomNotificationSetting(level=RoomNotifications(level),
+                                                  _room_id=room)
+                          for room, level in sorted(found.rooms.items())])
+
+
+@strawberry.input
+class RoomNotificationInput:
+    room_id: strawberry.ID
+    level: RoomNotifications
+
+
+@strawberry.input
+class NotificationSettingsInput:
+    email: EmailNotifications | None = None
+    do_not_disturb_until: datetime | None = None
+    clear_do_not_disturb: bool = False
+    rooms: list[RoomNotificationInput] | None = None
+
+
+@strawberry.type
+class NotificationSettingsQuery:
+    @strawberry.field
+    async def notification_settings(self, info: Ctx) -> NotificationSettings:
+        return NotificationSettings.of(await resolve.settings(info.context))
+
+
+@strawberry.type
+class NotificationSettingsMutation:
+    @strawberry.mutation(extensions=audited("User"))
+    async def update_notification_settings(self, info: Ctx, input: NotificationSettingsInput
+                                           ) -> NotificationSettings:
+        return NotificationSettings.of(await resolve.update_settings(
+            info.context, email=input.email.value if input.email else None,
+            dnd_until=input.do_not_disturb_until, clear_dnd=input.clear_do_not_disturb,
+            rooms={str(r.room_id): r.level.value for r in input.rooms or []}))

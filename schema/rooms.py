@@ -12,6 +12,7 @@ from graph_db.models import JoinRequestRecord, ParticipantRecord, RoomRecord
 from resolvers import call_media, calls, membership, message_fields, room_fields
 from resolvers import rooms as resolve
 from resolvers.context import Context
+from resolvers.files import room_files
 from resolvers.maybe import MaybeAwaitable, then
 from schema.calls import Call, ScreenShare
 from schema.common import PageInfo
@@ -19,6 +20,7 @@ from schema.enums import JoinRequestStatus, JoinStatus, ParticipantRole, RoomTyp
 from schema.users import User
 
 if TYPE_CHECKING:
+    from schema.files import FileConnection
     from schema.messages import MessageConnection
 
 Ctx = Info[Context, None]
@@ -105,6 +107,13 @@ class Room:
         state = await calls.call_of(info.context, self._record)
         max_video = info.context.settings.call_max_video
         return Call.of(self.id, state, max_video) if state is not None else None
+
+    @strawberry.field(description="Newest first; participants only (others: empty).")
+    async def files(self, info: Ctx, first: int | None = 50, after: str | None = None
+                    ) -> Annotated[FileConnection, strawberry.lazy("schema.files")]:
+        from schema.files import FileConnection
+
+        return FileConnection.of(await room_files(info.context, self._record, first, after))
 
     @strawberry.field(description="Inactive for non-participants.")
     async def screen_share(self, info: Ctx) -> ScreenShare:

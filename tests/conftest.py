@@ -29,6 +29,9 @@ UNLIMITED: dict[str, object] = {
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "environment": "test", "jwt_secret_key": SECRET, "graph_data_dir": data_dir,
+        "file_storage_dir": data_dir / "files", "recording_dir": data_dir / "recordings",
+        # What production needs for files, so that a test's environment="production" starts.
+        "file_master_key": "5e" * 32, "file_scanning": "off",
         "graph_heap": "512m", **UNLIMITED, **overrides,
     }
     return Settings(**values)  # type: ignore[arg-type]

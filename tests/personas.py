@@ -75,16 +75,19 @@ class People:
         self.clients: list[httpx.AsyncClient] = []
 
     def token_for(self, user_id: str, name: str, role: Role, *,
-                  ttl: timedelta = timedelta(hours=1)) -> str:
-        return issue_dev_token(self.settings, user_id=user_id, name=name, role=role, ttl=ttl)
+                  ttl: timedelta = timedelta(hours=1), email: str | None = None) -> str:
+        return issue_dev_token(self.settings, user_id=user_id, name=name, role=role, ttl=ttl,
+                               email=email)
 
-    def make_user(self, role: Role | str = Role.DOCTOR, name: str | None = None) -> Persona:
+    def make_user(self, role: Role | str = Role.DOCTOR, name: str | None = None, *,
+                  email: str | None = None) -> Persona:
         role = Role(role.lower()) if isinstance(role, str) else role
         name = name or f"{role.value.title()} {next(_names)}"
         user_id = f"{role.value}-{uuid.uuid4().hex[:10]}"
         client = httpx.AsyncClient(base_url=self.base_url, timeout=30)
         self.clients.append(client)
-        return Persona(user_id, name, role, self.token_for(user_id, name, role), client)
+        return Persona(user_id, name, role, self.token_for(user_id, name, role, email=email),
+                       client)
 
     def at(self, persona: Persona, base_url: str) -> Persona:
         """The same user (same token) talking to another instance."""

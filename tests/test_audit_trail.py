@@ -39,6 +39,7 @@ EXEMPT = {
     "sendWebrtcSignal": "dozens per call set-up, stored nowhere; joining the call is audited",
     "reportCallStats": "measurements for the metrics, about the caller's own connection",
     "notifications": "the caller's own notifications (ids and generic titles), on every page",
+    "notificationSettings": "the caller's own preferences",
 }
 
 

@@ -39,8 +39,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in _SETTINGS_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ENVIRONMENT", "development")
-    # Production serves only TLS (tests/test_transport_security.py); not the point here.
+    # Production serves only TLS (tests/test_transport_security.py), encrypts files with a
+    # master key and scans them (test_files_need_a_key_and_a_scanner): not the point here.
     monkeypatch.setenv("ALLOW_INSECURE_HTTP", "true")
+    monkeypatch.setenv("FILE_MASTER_KEY", "ab" * 32)
+    monkeypatch.setenv("CLAMAV_SOCKET", "/run/clamav/clamd.ctl")
     return monkeypatch
 
 
@@ -113,6 +116,27 @@ def test_default_database_password_refused_outside_development(
     clean_env.delenv("NEO4J_URI")  # the embedded database makes its own password
     clean_env.delenv("NEO4J_PASSWORD")
     assert load_settings().neo4j_uri is None
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_files_need_a_key_and_a_scanner(clean_env: pytest.MonkeyPatch, environment: str) -> None:
+    clean_env.setenv("ENVIRONMENT", environment)
+    clean_env.setenv("JWT_SECRET_KEY", SECRET)
+    clean_env.delenv("FILE_MASTER_KEY")
+    with pytest.raises(SystemExit) as info:
+        load_settings()
+    assert "FILE_MASTER_KEY:" in str(info.value.code)
+    clean_env.setenv("FILE_MASTER_KEY", "not hex")
+    with pytest.raises(SystemExit) as info:
+        load_settings()
+    assert "FILE_MASTER_KEY: must be 64 hex" in str(info.value.code)
+    clean_env.setenv("FILE_MASTER_KEY", "ab" * 32)
+    clean_env.delenv("CLAMAV_SOCKET")
+    with pytest.raises(SystemExit) as info:
+        load_settings()
+    assert "CLAMAV_SOCKET:" in str(info.value.code)
+    clean_env.setenv("FILE_SCANNING", "off")  # on purpose: then it starts
+    assert load_settings().file_scanning == "off"
 
 
 # --- restart on the same data directory -----------------------------------------------------

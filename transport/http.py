@@ -1,7 +1,9 @@
 """GraphQL over HTTP at /graphql, to the letter of the spec (graphql-http's audit passes whole):
 
 - GET runs queries (parameters in the URL); a mutation over GET is 405 with `Allow: POST`, so
-  GET stays free of side effects (CSRF-safe); POST takes application/json bodies only.
+  GET stays free of side effects (CSRF-safe); POST takes application/json bodies, and
+  multipart/form-data ones with files when uploads are on (transport/uploads.py: CSRF guard,
+  streamed to temporary files that are deleted once the request is answered).
 - `Accept` picks the answer's media type. application/json: 200 for every well-formed request,
   errors in the body. application/graphql-response+json: 400 without a `data` entry when the
   document does not parse, validate or take its variables; 200 once execution started.
@@ -45,6 +47,7 @@ from transport.ide import GraphiQL
 from transport.media import GRAPHQL_RESPONSE_JSON, HTML, JSON, negotiate
 from transport.persisted import PersistedOperations, Resolved
 from transport.rate_limit import RateLimited, RateLimiter
+from transport.uploads import UploadLimits, discard
 
 SUBSCRIPTION_OVER_HTTP = ("subscriptions are served over WebSocket (graphql-transport-ws) "
                           "at /graphql")
@@ -84,6 +87,7 @@ class Gate(Protocol):
 class HTTPLimits:
     max_bytes: int  # request bodies (413 past it)
     timeout: float  # seconds an operation may run (then REQUEST_TIMEOUT, 504)
+    uploads: UploadLimits | None = None  # None: no multipart requests (415)
 
 
 class GraphQLHTTP:
@@ -123,8 +127,9 @@ class GraphQLHTTP:
         """One GraphQL request, counted, timed and logged (observability/operations.py)."""
         op = OperationRecord("http", request_id_from(request.headers.get("x-request-id")))
         op.bind()
+        params: GraphQLParams | None = None
         try:
-            params = await read_params(request, self.limits.max_bytes)
+            params = await read_params(request, self.limits.max_bytes, self.limits.uploads)
             op.operation(None, params.operation_name)
             response = await self._graphql(request, media, params, op)
         except HTTPProblem as problem:  # refused, or (504) stopped while it ran
@@ -137,6 +142,8 @@ class GraphQLHTTP:
         else:
             op.status = response.status_code
         finally:
+            if params is not None:  # the resolvers are done with the uploads
+                discard(params.uploads)
             op.finish()
         return response
 

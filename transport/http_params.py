@@ -1,9 +1,11 @@
 """The GraphQL request parameters of an HTTP request (GraphQL over HTTP §Request): from the
-URL for GET, from an application/json body for POST. Anything else is an HTTPProblem."""
+URL for GET, from an application/json body for POST, or from a multipart/form-data POST when
+uploads are on (transport/uploads.py). Anything else is an HTTPProblem."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,6 +13,7 @@ from starlette.requests import Request
 
 from transport.errors import HTTPProblem, PayloadTooLarge
 from transport.media import JSON
+from transport.uploads import MULTIPART, UploadLimits, discard, is_multipart, read_multipart
 
 PARAMETERS = ("query", "variables", "operationName", "extensions")
 
@@ -21,12 +24,25 @@ class GraphQLParams:
     variables: dict[str, Any] | None
     operation_name: str | None
     extensions: dict[str, Any] | None
+    # The temporary files of a multipart request's uploads: the caller deletes them
+    # (transport.uploads.discard) once the request is answered.
+    uploads: tuple[Path, ...] = ()
 
 
-async def read_params(request: Request, max_bytes: int) -> GraphQLParams:
+async def read_params(request: Request, max_bytes: int, uploads: UploadLimits | None = None
+                      ) -> GraphQLParams:
+    """`uploads`: multipart POSTs are read too (files up to its size), else only JSON."""
     if request.method == "GET":
         return _checked(_from_url(request))
-    return _checked(await _from_body(request, max_bytes))
+    if uploads is not None and is_multipart(request):
+        data, files = await read_multipart(request, max_bytes, uploads)
+        try:
+            return _checked(data, tuple(files))
+        except HTTPProblem:
+            discard(files)
+            raise
+    accepted = f"{JSON}, {MULTIPART}" if uploads is not None else JSON
+    return _checked(await _from_body(request, max_bytes, accepted))
 
 
 def _from_url(request: Request) -> dict[str, Any]:
@@ -43,11 +59,12 @@ def _from_url(request: Request) -> dict[str, Any]:
     return found
 
 
-async def _from_body(request: Request, max_bytes: int) -> dict[str, Any]:
+async def _from_body(request: Request, max_bytes: int, accepted: str) -> dict[str, Any]:
+    """`accepted`: the media types a POST may have (415's Accept-Post)."""
     media, _, params = (request.headers.get("content-type") or "").partition(";")
     if media.strip().lower() != JSON or _charset(params) not in (None, "utf-8", "utf8"):
         raise HTTPProblem(415, "send the request body as application/json in utf-8",
-                          headers={"accept-post": JSON})
+                          headers={"accept-post": accepted})
     body = await _body(request, max_bytes)
     if not body.strip():
         raise HTTPProblem(400, "the request body is empty: send {\"query\": ...}")
@@ -95,7 +112,7 @@ def _json(text: str | bytes, what: str) -> Any:
         raise HTTPProblem(400, f"the {what} is not valid JSON") from None
 
 
-def _checked(data: dict[str, Any]) -> GraphQLParams:
+def _checked(data: dict[str, Any], uploads: tuple[Path, ...] = ()) -> GraphQLParams:
     """Types as the spec has them; null counts as absent."""
     for name, kind, label in (("query", str, "a string"), ("operationName", str, "a string"),
                               ("variables", dict, "an object"),
@@ -105,4 +122,4 @@ def _checked(data: dict[str, Any]) -> GraphQLParams:
             raise HTTPProblem(400, f"the `{name}` parameter must be {label} or null")
     return GraphQLParams(query=data.get("query") or None, variables=data.get("variables"),
                          operation_name=data.get("operationName") or None,
-                         extensions=data.get("extensions"))
+                         extensions=data.get("extensions"), uploads=uploads)
