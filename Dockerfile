@@ -10,8 +10,10 @@ COPY pyproject.toml README.md ./
 COPY app.py settings.py ./
 COPY audit audit
 COPY auth auth
+COPY files files
 COPY graph_db graph_db
 COPY loaders loaders
+COPY notify notify
 COPY observability observability
 COPY realtime realtime
 COPY resolvers resolvers
@@ -22,6 +24,9 @@ RUN /venv/bin/pip install --no-cache-dir --disable-pip-version-check .
 
 # --- run: only the virtual environment, as an unprivileged user -----------------------------
 FROM python:3.11-slim
+# libmagic: uploads' types are detected from their bytes (files/sniff.py, python-magic).
+RUN apt-get update && apt-get install -y --no-install-recommends libmagic1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --home-dir /srv/collab --create-home collab
 COPY --from=build /venv /venv
 WORKDIR /srv/collab
@@ -31,7 +36,9 @@ ENV PATH=/venv/bin:$PATH \
     ENVIRONMENT=production \
     COLLABORATION_HOST=0.0.0.0 \
     COLLABORATION_PORT=8002 \
-    GRAPH_DATA_DIR=/srv/collab/data/graph
+    GRAPH_DATA_DIR=/srv/collab/data/graph \
+    FILE_STORAGE_DIR=/srv/collab/data/files \
+    RECORDING_DIR=/srv/collab/data/recordings
 EXPOSE 8002
 # /readyz needs no TLS and no token (it says whether the graph database answers); over https
 # when the service terminates TLS itself (its certificate is for the public name, not for

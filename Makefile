@@ -13,6 +13,8 @@ export ENVIRONMENT ?= development
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@test -e /usr/lib/x86_64-linux-gnu/libmagic.so.1 -o -e /usr/lib/aarch64-linux-gnu/libmagic.so.1 \
+	  || (apt-get update && apt-get install -y --no-install-recommends libmagic1)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"

@@ -37,6 +37,7 @@ from files.storage import LocalBlobStore
 from graph_db import digests as outbox
 from graph_db.driver import HEALTH_INTERVAL_S, GraphDB
 from graph_db.embedded import EmbeddedGraphServer
+from graph_db.files import FileRecord
 from graph_db.group_commit import GroupCommit
 from graph_db.schema_setup import ensure_schema
 from notify.digests import Digests, Unsubscribe
@@ -194,7 +195,7 @@ def open_files(settings: Settings, db: GraphDB) -> tuple[FileService, Links]:
     else:
         log.warning("files: NO VIRUS SCANNER configured (CLAMAV_SOCKET or CLAMAV_HOST): "
                     "uploads are stored UNSCANNED")
-    return (FileService(db, blobs, keys, scanner),
+    return (FileService(db, blobs, keys, scanner, retention_days=settings.file_retention_days),
             Links(master, ttl=settings.download_url_ttl))
 
 
@@ -216,6 +217,13 @@ def open_digests(settings: Settings, db: GraphDB, hub: Hub) -> Digests:
                       unsubscribe=unsubscribe_tokens(settings))
     hub.on_offline.append(lambda user_id: outbox.seen(db, user_id))
     return digests
+
+
+async def audit_scan(trail: AuditTrail, record: FileRecord) -> None:
+    """A rescan's verdict (an upload's own is its mutation's record)."""
+    trail.system("file.scan", actor_id=record.uploader_id, room_id=record.room_id,
+                 object_type="File", object_id=record.id,
+                 code=None if record.status == "CLEAN" else record.status)
 
 
 def unsubscribe_tokens(settings: Settings) -> Unsubscribe:
@@ -334,6 +342,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             inbox = Inbox(db, hub.pubsub)
             files, links = open_files(settings, db)
             files.on_scanned.append(inbox.file_scanned)
+            files.on_scanned.append(lambda f: audit_scan(trail, f))
             files.start()
             digests = open_digests(settings, db, hub)
             digests.start()

@@ -23,6 +23,7 @@ from files.storage import BlobStore
 from graph_db import files as store
 from graph_db.driver import GraphDB
 from graph_db.files import FileRecord
+from graph_db.models import now_ms
 from observability.metrics import FILE_SCANS, FILE_UPLOADS
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,9 @@ class Incoming:
 
 class FileService:
     def __init__(self, db: GraphDB, blobs: BlobStore, keys: KeyRing,
-                 scanner: Scanner | None) -> None:
+                 scanner: Scanner | None, *, retention_days: int = 30) -> None:
         self.db, self.blobs, self.keys, self.scanner = db, blobs, keys, scanner
+        self.retention_ms = retention_days * 24 * 3600 * 1000
         self.on_scanned: list[Told] = []
         self._rescans: asyncio.Task[None] | None = None
 
@@ -175,13 +177,24 @@ class FileService:
             await told(updated)
         return True
 
+    async def shred_expired(self) -> int:
+        """Files deleted (or refused) more than FILE_RETENTION_DAYS ago lose their data key
+        and their bytes: unreadable for good, in backups too (the key was only in the graph)."""
+        ids = await store.shred(self.db, now_ms() - self.retention_ms)
+        for file_id in ids:
+            await self.blobs.delete(file_id)
+        if ids:
+            log.info("destroyed %d deleted files past their retention", len(ids))
+        return len(ids)
+
     async def _rescan_forever(self) -> None:
         while True:
             await asyncio.sleep(RESCAN_EVERY_S)
             try:
                 await self.rescan_pending()
+                await self.shred_expired()
             except Exception:
-                log.warning("rescanning pending files failed", exc_info=True)
+                log.warning("rescanning or expiring files failed", exc_info=True)
 
 
 def _head(path: Path) -> bytes:

@@ -47,6 +47,7 @@ def make_settings(**overrides: Any) -> Settings:
         "jwt_audience": None,
         "jwt_leeway_seconds": 30,
         "allow_insecure_http": True,  # production here is about tokens, not TLS
+        "file_master_key": "5e" * 32, "file_scanning": "off",  # nor about files
     }
     values.update(overrides)
     return Settings(**values)

@@ -6,11 +6,15 @@ The real-time scenario is the same for the three: a query, roomEvents with mutat
 the client arriving in order, the TCP connection dropped (the server sees 1006) and the library's
 reconnect resuming after the last cursor with exactly the events it missed, then the codes of a
 failed mutation, a failed query and a refused subscription as the library's error object has them.
+
+Apollo Client with apollo-upload-client's UploadHttpLink uploads a file (multipart request spec).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -159,3 +163,24 @@ def test_possible_types_are_generated_from_the_schema() -> None:
     implementations = sorted(t.name for t in schema.get_possible_types(room_event))
     assert json.loads(out)["RoomEvent"] == implementations
     assert len(implementations) >= 12
+
+
+async def test_apollo_upload_client(fresh: LiveServer, people: People, tmp_path: Path) -> None:
+    """apollo-upload-client's UploadHttpLink sends a File as a multipart request (with the
+    preflight header); the service stores exactly those bytes, and the room lists the file."""
+    _, member, _, rid = await ward(people)
+    pdf = b"%PDF-1.4\n" + os.urandom(200 * 1024) + b"\n%%EOF\n"
+    (path := tmp_path / "report.pdf").write_bytes(pdf)
+    settings = config(fresh, member, rid, file=str(path))
+    async with node_script("upload.mjs", "upload", config=settings, log_dir=tmp_path) as script:
+        uploaded = await script.expect("uploaded")
+        listed = await script.expect("files")
+        await script.finish()
+    digest = hashlib.sha256(pdf).hexdigest()
+    assert uploaded["error"] is None and uploaded["sent"] == {"size": len(pdf), "sha256": digest}
+    file = uploaded["data"]["uploadFile"]
+    assert file == {"__typename": "SharedFile", "id": file["id"], "name": "report.pdf",
+                    "contentType": "application/pdf", "size": len(pdf), "sha256": digest,
+                    "status": "UNSCANNED"}  # the test service has no scanner
+    assert listed["error"] is None
+    assert [e["node"]["id"] for e in listed["data"]["room"]["files"]["edges"]] == [file["id"]]

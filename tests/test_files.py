@@ -249,3 +249,24 @@ async def test_dicom_is_deidentified_on_request(crowd: People, files_live: LiveS
     for secret in (b"DOE^JANE", b"MRN-4711", b"19700101", b"Saint Example"):
         assert secret not in got
     assert pydicom.dcmread(io.BytesIO(got)).PatientIdentityRemoved == "YES"
+
+
+async def test_deleted_files_are_destroyed_after_their_retention(
+        crowd: People, files_live: LiveServer) -> None:
+    host, _, _, room_id = await pair(crowd)
+    file = await uploaded(host, room_id, "old.pdf", PDF)
+    stored = files_live.settings.file_storage_dir / file["id"][:2] / file["id"]
+    await host.gql(DELETE, id=file["id"])
+    service = files_live.services.files
+    assert await asyncio.to_thread(files_live.call, service.shred_expired()) == 0  # kept
+    assert stored.exists()
+    service.retention_ms = -1000  # as if FILE_RETENTION_DAYS had passed
+    try:
+        assert await asyncio.to_thread(files_live.call, service.shred_expired()) >= 1
+    finally:
+        service.retention_ms = files_live.settings.file_retention_days * 86_400_000
+    assert not stored.exists()
+    rows = await asyncio.to_thread(files_live.call, files_live.services.db.read_rows(
+        "MATCH (f:File {id: $id}) RETURN f.wrappedKey AS key, f.status AS status",
+        id=file["id"]))
+    assert rows == [{"key": None, "status": "DELETED"}]
