@@ -90,7 +90,14 @@ WHERE n.readAt IS NULL
 OPTIONAL MATCH (u)-[m:MEMBER_OF]->(:Room {id: n.roomId})
 WITH u, n, coalesce(m.notify, 'ALL') AS level
 WHERE level = 'ALL' OR (level = 'MENTIONS' AND n.kind = 'MENTION')
-RETURN u.email AS email, n.kind AS kind, n.id AS id
+RETURN u.email AS email, n.kind AS kind, n.id AS id, n.refId AS refId
+"""
+
+DELETED = """
+UNWIND $ids AS id
+MATCH (m:Message {id: id})
+WHERE m.deleted = true
+RETURN collect(m.id) AS ids
 """
 
 FINISH = """
@@ -163,7 +170,8 @@ async def claim(db: GraphDB, by: str, *, stale_ms: int, limit: int = 20) -> list
     rows = await db.write_rows(CLAIM, now=now, staleBefore=now - stale_ms, by=by, limit=limit)
     claimed = []
     for row in rows:
-        content = await db.read_rows(CONTENT, id=row["id"], userId=row["userId"])
+        content = await _still_wanted(db, await db.read_rows(CONTENT, id=row["id"],
+                                                              userId=row["userId"]))
         counts: dict[str, int] = {}
         for c in content:
             counts[c["kind"]] = counts.get(c["kind"], 0) + 1
@@ -171,6 +179,16 @@ async def claim(db: GraphDB, by: str, *, stale_ms: int, limit: int = 20) -> list
         claimed.append(Outgoing(row["id"], row["userId"], email, counts,
                                 [str(c["id"]) for c in content], int(row["attempts"] or 0)))
     return claimed
+
+
+async def _still_wanted(db: GraphDB, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Without the items whose message was deleted meanwhile."""
+    refs = [str(c["refId"]) for c in content if c.get("refId")]
+    if not refs:
+        return content
+    rows = await db.read_rows(DELETED, ids=refs)
+    gone = set(rows[0]["ids"]) if rows else set()
+    return [c for c in content if c.get("refId") not in gone]
 
 
 async def finish(db: GraphDB, digest_id: str, by: str, status: str) -> None:

@@ -107,6 +107,23 @@ async def test_not_while_online_nor_once_read(crowd: People, mailing: LiveServer
     await ws.close()
 
 
+async def test_deleted_messages_are_dropped_at_send_time(crowd: People, mailing: LiveServer,
+                                                         sink: SmtpSink) -> None:
+    host = crowd.make_user("doctor")
+    gone = crowd.make_user("doctor", email="gone@clinic.example")
+    await register(host, gone)
+    room_id = (await make_room(host, invite=[gone]))["id"]
+    await asyncio.to_thread(mailing.call, mailing.services.inbox.drain())
+    await gone.gql("mutation { markNotificationsRead }")
+    sent = (await host.gql(SEND, room=room_id, content=f"<@{gone.id}> oops"))["sendMessage"]
+    await asyncio.to_thread(mailing.call, mailing.services.inbox.drain())
+    digests = mailing.services.digests
+    assert await asyncio.to_thread(mailing.call, digests.enqueue_due()) >= 1
+    await host.gql("mutation($id: ID!) { deleteMessage(id: $id) { id } }", id=sent["id"])
+    await asyncio.to_thread(mailing.call, digests.send_pending())
+    assert to(sink, "gone@clinic.example") == []  # nothing left to say: dropped
+
+
 async def test_muted_rooms_and_unsubscribe(crowd: People, mailing: LiveServer,
                                            sink: SmtpSink) -> None:
     host = crowd.make_user("doctor")

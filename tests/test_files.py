@@ -152,6 +152,11 @@ async def test_links_are_personal_short_and_checked_every_time(
     base = url.rsplit("/", 1)[0]
     async with httpx.AsyncClient() as client:
         assert (await client.get(url)).status_code == 200
+        # Someone else who says who they are cannot use the host's link; the host can.
+        as_member = {"authorization": f"Bearer {member.token}"}
+        assert (await client.get(url, headers=as_member)).status_code == 404
+        as_host = {"authorization": f"Bearer {host.token}"}
+        assert (await client.get(url, headers=as_host)).status_code == 200
         altered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
         assert (await client.get(f"{base}/{altered}")).status_code == 404
         assert (await client.get(f"{base}/nonsense")).status_code == 404

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from auth import AuthError, parse_bearer
 from files import crypto, sniff
 from files.links import Links
 from files.service import FileService
@@ -76,6 +77,8 @@ class Downloads:
     async def handle(self, request: Request) -> Response:
         services: Services = request.app.state.services
         grant = self.links.check(request.path_params["token"])
+        if grant is not None and not await _same_user(services, request, grant.user_id):
+            grant = None
         record = await self._servable(services, grant.file_id, grant.user_id) if grant else None
         if grant is None or record is None:
             FILE_DOWNLOADS.labels("refused").inc()
@@ -135,6 +138,19 @@ async def _stream(source: Iterator[bytes], first: bytes, record: FileRecord
         if chunk is None:
             return
         yield chunk
+
+
+async def _same_user(services: Services, request: Request, user_id: str) -> bool:
+    """A request that says who it is (a bearer token) must be the link's user: another
+    user's link is refused. Without one the link alone suffices (an `<a href>`, `<img>`)."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return True
+    try:
+        claims = await services.verifier.verify(parse_bearer(header))
+    except AuthError:
+        return False
+    return claims.user_id == user_id
 
 
 def _alert(record: FileRecord, exc: BaseException) -> None:
