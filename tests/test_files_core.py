@@ -23,7 +23,9 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 from files import crypto, dicom, names, sniff
 from files.crypto import SEGMENT, KeyRing, Tampered, UnwrapFailed
+from files.keys import master_key
 from files.storage import LocalBlobStore
+from settings import Settings
 
 # ---------------------------------------------------------------- names
 
@@ -523,3 +525,14 @@ def test_deidentify_refuses(tmp_path: Path) -> None:
         with pytest.raises(dicom.DeidentifyError):
             dicom.deidentify(src, tmp_path / "out.dcm")
         assert not (tmp_path / "out.dcm").exists()
+
+
+def test_development_makes_its_master_key_once(tmp_path: Path) -> None:
+    settings = Settings(environment="development", file_storage_dir=tmp_path / "files")
+    first = master_key(settings)
+    assert len(first) == 32 and master_key(settings) == first  # a restart reads it back
+    path = tmp_path / "files" / ".master-key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    given = Settings(environment="development", file_master_key="ab" * 32,
+                     file_storage_dir=tmp_path / "other")
+    assert master_key(given) == bytes.fromhex("ab" * 32)
