@@ -81,6 +81,9 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def query_count(self) -> int:
+        """Statements so far, once the background work of earlier writes (notifications) is
+        done: counted from here, they would be charged to whatever runs next."""
+        self.call(self.services.inbox.drain())
         return self.services.db.stats.queries
 
     def wipe(self) -> None:
