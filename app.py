@@ -344,6 +344,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             files.on_scanned.append(inbox.file_scanned)
             files.on_scanned.append(lambda f: audit_scan(trail, f))
             files.start()
+            rtc.recordings.keep = files.keep_recording
             digests = open_digests(settings, db, hub)
             digests.start()
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub,

@@ -136,6 +136,16 @@ class FileService:
         FILE_UPLOADS.labels("stored" if status != store.PENDING_SCAN else "pending").inc()
         return record
 
+    async def keep_recording(self, room_id: str, recorder_id: str, path: Path) -> FileRecord:
+        """A call recording's track file, stored like a shared file of its room (scanned,
+        encrypted, listed); the plaintext is the caller's to delete."""
+        head = await asyncio.to_thread(_head, path)
+        status = await self._scan(path)  # INFECTED raises: such a file is not kept
+        size = (await asyncio.to_thread(os.stat, path)).st_size
+        incoming = Incoming(room_id=room_id, uploader_id=recorder_id, name=path.name,
+                            path=path, size=size, deidentify=False)
+        return await self._store(incoming, path, sniff.detect(head), status, False)
+
     # -- reading -----------------------------------------------------------------------------
 
     def data_key(self, record: FileRecord) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,9 @@ class RecordingService:
         self.calls, self.router, self.db = calls, router, db
         self.enabled, self.directory = enabled, directory
         self._running: dict[str, asyncio.Task[None]] = {}
+        # Set once files exist (app.py): a finished track is stored encrypted like a shared
+        # file of the room, its plaintext deleted. Unset: the files stay here, 0600.
+        self.keep: Callable[[str, str, Path], Awaitable[Any]] | None = None
         self.finished: dict[str, list[TrackFile]] = {}  # by recording id (tests, alerts)
         calls.on_left.append(self._left)
 
@@ -155,6 +159,7 @@ class RecordingService:
             files.extend(await recorder.close())
             await self.router.close(room_id, RECORDER_ID, queue)
             self._finished(recording_id, files)
+            await self._kept(room_id, files)
 
     @staticmethod
     async def _handle(recorder: RoomRecorder, signal: Signal) -> list[TrackFile]:
@@ -181,6 +186,20 @@ class RecordingService:
         self.finished[recording_id] = files
         for track in files:
             RECORDINGS.labels("empty" if track.empty else "ok").inc()
+
+    async def _kept(self, room_id: str, files: list[TrackFile]) -> None:
+        if self.keep is None:
+            return
+        for track in files:
+            if track.empty:
+                continue  # alerted; nothing worth keeping
+            try:
+                await self.keep(room_id, RECORDER_ID, track.path)
+            except Exception:
+                log.exception("recording %s not stored encrypted: kept at %s (0600)",
+                              track.path.name, track.path)
+                continue
+            track.path.unlink(missing_ok=True)
 
     async def close(self) -> None:
         for task in list(self._running.values()):

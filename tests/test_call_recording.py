@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import stat
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import av
+import httpx
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
@@ -155,9 +158,28 @@ async def test_only_consenting_participants_are_recorded(crowd: People,
     assert not video.empty and not audio.empty
     assert 2.5 * FPS <= video.frames <= 4.5 * FPS, video  # ~3 s at 10 fps until revoked
     assert 2.5 <= video.duration <= 4.5
-    for path in (video.path, audio.path):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    # Stored encrypted like a shared file of the room; the plaintext is gone.
+    stored = await recordings_of(guest, room_id, 2)
+    assert {f["uploadedBy"]["id"] for f in stored} == {RECORDER_ID}
+    assert not video.path.exists() and not audio.path.exists()
+    assert stat.S_IMODE(video.path.parent.stat().st_mode) == 0o700
+    (kept,) = [f for f in stored if f["name"] == video.path.name]
+    async with httpx.AsyncClient() as client:
+        data = (await client.get(kept["downloadUrl"])).content
+    with av.open(io.BytesIO(data)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+    assert frames == video.frames
+
+
+async def recordings_of(who: Persona, room_id: str, count: int) -> list[dict[str, Any]]:
+    query = ("query($r: ID!) { room(id: $r) { files { edges { node { name downloadUrl "
+             "uploadedBy { id } } } } } }")
+    async with asyncio.timeout(10):
+        while True:
+            edges = (await who.gql(query, r=room_id))["room"]["files"]["edges"]
+            if len(edges) >= count:
+                return [e["node"] for e in edges]
+            await asyncio.sleep(0.2)
 
 
 async def finished(live: LiveServer, user_id: str, timeout: float = 10) -> list[Any]:
