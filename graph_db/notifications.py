@@ -119,6 +119,29 @@ RETURN collect(DISTINCT u.id) AS ids
 """
 
 
+APPROVED = """
+MATCH (j:JoinRequest {roomId: $roomId, userId: $userId, status: 'APPROVED'})
+RETURN count(j) AS n
+"""
+
+AUTHORS = """
+UNWIND $ids AS id
+MATCH (m:Message {id: id})
+RETURN collect(m.authorId) AS authors
+"""
+
+
+async def approved_request(db: GraphDB, room_id: str, user_id: str) -> bool:
+    """The user's request to join this room was approved (their addition was no invitation)."""
+    rows = await db.read_rows(APPROVED, roomId=room_id, userId=user_id)
+    return bool(rows and rows[0]["n"])
+
+
+async def authors(db: GraphDB, message_ids: list[str]) -> list[str]:
+    rows = await db.read_rows(AUTHORS, ids=message_ids)
+    return [str(a) for a in rows[0]["authors"]] if rows else []
+
+
 # A user's notification level in a room (MEMBER_OF.notify: ALL, MENTIONS, MUTED).
 LEVELS = """
 UNWIND $userIds AS uid

@@ -101,10 +101,8 @@ class Inbox:
                                     actor_id, None)], actor_id)
 
     async def _has_decided_request(self, event: EventRecord) -> bool:
-        rows = await self.db.read_rows(
-            "MATCH (j:JoinRequest {roomId: $roomId, userId: $userId, status: 'APPROVED'}) "
-            "RETURN count(j) AS n", roomId=event.room_id, userId=event.user_id)
-        return bool(rows and rows[0]["n"])
+        assert event.user_id is not None
+        return await store.approved_request(self.db, event.room_id, event.user_id)
 
     async def _message(self, message: MessageRecord, event: EventRecord) -> None:
         key, actor = _key(event), message.author_id
@@ -119,10 +117,8 @@ class Inbox:
         await self._send(items, actor)
 
     async def _thread(self, message: MessageRecord) -> list[str]:
-        rows = await self.db.read_rows(
-            "UNWIND $ids AS id MATCH (m:Message {id: id}) RETURN collect(m.authorId) AS a",
-            ids=[i for i in (message.parent_id, message.root_id) if i])
-        authors = [str(a) for a in rows[0]["a"]] if rows else []
+        authors = await store.authors(self.db, [i for i in (message.parent_id, message.root_id)
+                                                if i])
         return await store.recipients(self.db, store.THREAD, roomId=message.room_id,
                                       rootId=message.root_id or message.parent_id,
                                       authors=authors)

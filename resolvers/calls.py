@@ -13,7 +13,7 @@ import orjson
 from graph_db.models import RoomRecord
 from observability.metrics import rate_limited
 from resolvers import audit, policy
-from resolvers.access import RoomAccess, access_room, access_room_for
+from resolvers.access import RoomAccess, access_room_for
 from resolvers.context import Context
 from resolvers.errors import BadInput, NotInCall
 from rtc import turn
@@ -146,6 +146,3 @@ async def signals(ctx: Context, room_id: str) -> AsyncGenerator[Signal, None]:
         rtc.calls.socket_closed(room_id, user_id)
         audit.subscription(ctx, "end", room_id)
 
-
-async def room_participant(ctx: Context, room_id: str) -> RoomAccess:
-    return await access_room(ctx, room_id)

@@ -223,10 +223,6 @@ class CallService:
                            **member_data(member, state))
         return member, state
 
-    async def member(self, room_id: str, user_id: str) -> Member | None:
-        state = await self.state(room_id)
-        return state.members.get(user_id)
-
     # -- liveness: webrtcSignals sockets ---------------------------------------------------
 
     async def socket_opened(self, room_id: str, user_id: str) -> None:
