@@ -8,6 +8,7 @@ WORKDIR /src
 RUN python -m venv /venv
 COPY pyproject.toml README.md ./
 COPY app.py settings.py ./
+COPY assistant assistant
 COPY audit audit
 COPY auth auth
 COPY files files

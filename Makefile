@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 # production sets ENVIRONMENT=production and real secrets in the environment.
 export ENVIRONMENT ?= development
 
-.PHONY: install run test test-tools lint schema schema-check token bench graphiql clean
+.PHONY: install run test test-tools lint schema schema-check token bench firewall-report graphiql \
+  clean
 
 install: $(STAMP)
 
@@ -81,10 +82,17 @@ token: install
 	@$(PY) -m auth.dev_token --role "$(ROLE)" --name "$(NAME)"
 
 # Both benches (fan-out, then HTTP; docs/benchmarks.md). The HTTP bench's load generator is
-# Debian's wrk; taskset (util-linux) pins servers and load generators to their cores.
+# Debian's wrk; taskset (util-linux) pins servers and load generators to their cores. First,
+# the PHI firewall's report (no service needed, a second).
 bench: install
 	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(PY) -m bench.firewall
 	$(PY) -m bench
+
+# The PHI firewall (assistant/firewall.py) on its synthetic corpus: recall and precision on the
+# main and held-out sets; fails if a participant's name or email is missed.
+firewall-report: install
+	$(PY) -m bench.firewall
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache $(AUDIT)/node_modules $(CLIENTS)/node_modules \

@@ -18,6 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from assistant.gemini import GeminiBackend, application_default_credentials
+from assistant.limits import MemoryQuotas, QuotaConfig, Quotas, RedisQuotas
+from assistant.report import Report
+from assistant.service import Assistant
+from assistant.upstream import Policy
 from audit import (
     AuditSink,
     AuditTrail,
@@ -177,6 +182,66 @@ def open_rtc(settings: Settings, db: GraphDB, hub: Hub, trail: AuditTrail) -> Rt
                router=router, signal_rates=SessionRates(settings.signal_rate,
                                                         settings.signal_burst),
                report_rates=SessionRates(1.0, 10))
+
+
+async def open_assistant(settings: Settings, db: GraphDB, hub: Hub, trail: AuditTrail,
+                         inbox: Inbox, redis: ConnectionPool | None) -> Assistant | None:
+    """The assistant when ENABLE_AI_ASSISTANT is on: one SDK client for the process; without
+    credentials it answers AI_NOT_CONFIGURED. Its limits are shared through Redis when
+    REDIS_URL is set (the limiters' pool)."""
+    if not settings.enable_ai_assistant:
+        log.info("assistant: off (ENABLE_AI_ASSISTANT)")
+        return None
+    backend = gemini_backend(settings)
+    config = QuotaConfig(user_requests=settings.ai_user_requests,
+                         user_period_s=settings.ai_rate_period_seconds,
+                         room_requests=settings.ai_room_requests,
+                         room_period_s=settings.ai_rate_period_seconds,
+                         max_concurrency=settings.ai_max_concurrency,
+                         room_daily_tokens=settings.ai_daily_token_budget)
+    quotas: Quotas = (RedisQuotas(Redis(connection_pool=redis), config) if redis is not None
+                      else MemoryQuotas(config))
+    policy = Policy(total_s=settings.ai_timeout_seconds,
+                    first_token_s=settings.ai_first_token_timeout_seconds,
+                    retries=settings.ai_retries)
+    assistant = Assistant(db=db, hub=hub, quotas=quotas, backend=backend, policy=policy,
+                          report=Report(trail, settings.ai_backend),
+                          model=settings.ai_model_name,
+                          max_input_tokens=settings.ai_max_input_tokens,
+                          max_output_tokens=settings.ai_max_output_tokens,
+                          stale_after_s=settings.ai_timeout_seconds + 60,
+                          notify=inbox.assistant_replied)
+    await assistant.start()
+    return assistant
+
+
+async def close_assistant(assistant: Assistant | None) -> None:
+    if assistant is not None:
+        await assistant.close()
+
+
+def gemini_backend(settings: Settings) -> GeminiBackend | None:
+    """Gemini on Vertex AI or the Developer API; None (AI_NOT_CONFIGURED) without what the
+    backend needs."""
+    key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
+    vertex = settings.ai_backend == "vertex"
+    if (vertex and not settings.google_cloud_project) or (not vertex and not key):
+        log.warning("assistant: on but NOT CONFIGURED (%s): askAssistant answers "
+                    "AI_NOT_CONFIGURED", "GOOGLE_CLOUD_PROJECT" if vertex else "GEMINI_API_KEY")
+        return None
+    try:
+        backend = GeminiBackend(backend=settings.ai_backend, api_key=None if vertex else key,
+                                project=settings.google_cloud_project,
+                                location=settings.google_cloud_location,
+                                base_url=settings.gemini_base_url,
+                                credentials=application_default_credentials() if vertex
+                                else None)
+    except Exception as exc:  # no application default credentials, for one
+        log.warning("assistant: NOT CONFIGURED: %s", exc)
+        return None
+    log.info("assistant: %s on %s%s", settings.ai_model_name, settings.ai_backend,
+             f" through {settings.gemini_base_url}" if settings.gemini_base_url else "")
+    return backend
 
 
 def open_files(settings: Settings, db: GraphDB) -> tuple[FileService, Links]:
@@ -347,15 +412,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             rtc.recordings.keep = files.keep_recording
             digests = open_digests(settings, db, hub)
             digests.start()
+            assistant = await open_assistant(settings, db, hub, trail, inbox, limits.pool)
             app.state.services = Services(settings=settings, db=db, verifier=verifier, hub=hub,
                                           audit=trail, sessions=sessions, sends=sends, rtc=rtc,
                                           inbox=inbox, files=files, links=links,
-                                          digests=digests)
+                                          digests=digests, assistant=assistant)
             limits.connections.start()
             tune_gc()
             try:
                 yield
             finally:
+                await close_assistant(assistant)
                 await digests.close()
                 await files.close()
                 await inbox.drain()

@@ -119,9 +119,38 @@ class Settings(BaseSettings):
     # Off only to measure what the trail costs (make bench); refused outside development/test.
     audit_enabled: bool = True
 
-    # AI integration
-    gemini_api_key: str | None = None
-    ai_model_name: str = "gemini-pro"
+    # AI integration (assistant/, README "Assistant"). The seed's `gemini-pro` is retired (the
+    # API answers 404: AI_MODEL_UNAVAILABLE); the default is a current GA model.
+    gemini_api_key: SecretStr | None = None
+    ai_model_name: str = Field(default="gemini-3.5-flash", min_length=1,
+                               pattern=r"^[A-Za-z0-9._-]+$")
+    # vertex: Vertex AI (GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION, application default
+    # credentials), covered by Google Cloud's HIPAA BAA; developer: the Gemini Developer API
+    # (GEMINI_API_KEY), whose terms exclude clinical use: outside development it needs
+    # AI_ALLOW_NON_BAA=true (synthetic data, teaching).
+    ai_backend: Literal["vertex", "developer"] = "developer"
+    ai_allow_non_baa: bool = False
+    google_cloud_project: str | None = None
+    google_cloud_location: str = "us-central1"
+    # A proxy or gateway in front of the API (and the tests' fake server).
+    gemini_base_url: str | None = Field(default=None, pattern=r"^https?://[^\s?#]+$")
+    # Who may ask (participants with these user roles), and how much of the room is sent.
+    ai_allowed_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["doctor", "teacher", "student"])
+    ai_max_input_tokens: int = Field(default=8_000, ge=256, le=1_000_000)
+    ai_max_output_tokens: int = Field(default=1_024, ge=16, le=65_536)
+    # The service's own deadlines (the SDK's timeout means per read or total by transport).
+    ai_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    ai_first_token_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    ai_retries: int = Field(default=2, ge=0, le=5)
+    # Limits: per user (across rooms) and per room, per AI_RATE_PERIOD_SECONDS; answers
+    # streaming at once (all instances, through Redis when REDIS_URL is set); tokens per room
+    # per UTC day (0: unlimited).
+    ai_user_requests: int = Field(default=10, ge=1, le=100_000)
+    ai_room_requests: int = Field(default=30, ge=1, le=100_000)
+    ai_rate_period_seconds: int = Field(default=600, ge=1, le=86_400)
+    ai_max_concurrency: int = Field(default=4, ge=1, le=1_000)
+    ai_daily_token_budget: int = Field(default=200_000, ge=0, le=1_000_000_000)
 
     # WebRTC
     stun_servers: Annotated[list[str], NoDecode] = Field(
@@ -174,7 +203,7 @@ class Settings(BaseSettings):
 
     # Features
     enable_screen_sharing: bool = True
-    enable_ai_assistant: bool = True
+    enable_ai_assistant: bool = False
     enable_video_recording: bool = False
 
     # Performance tuning (the seed's YAML block)
@@ -225,7 +254,7 @@ class Settings(BaseSettings):
     otel_service_name: str = Field(default="collaboration-service", min_length=1)
 
     _split = field_validator("cors_origins", "stun_servers", "forwarded_allow_ips",
-                             mode="before")(_split_csv)
+                             "ai_allowed_roles", mode="before")(_split_csv)
 
     @field_validator("metrics_token")
     @classmethod
@@ -276,6 +305,12 @@ class Settings(BaseSettings):
                 and not self.clamav_host):
             raise ValueError("CLAMAV_SOCKET: uploads must be virus-scanned: set CLAMAV_SOCKET "
                              "or CLAMAV_HOST (or FILE_SCANNING=off on purpose)")
+        if (not relaxed and self.enable_ai_assistant and self.ai_backend == "developer"
+                and not self.ai_allow_non_baa):
+            raise ValueError(
+                "AI_BACKEND: the Gemini Developer API's terms exclude clinical use and no BAA "
+                "covers it: use AI_BACKEND=vertex (GOOGLE_CLOUD_PROJECT) or set "
+                "AI_ALLOW_NON_BAA=true for synthetic data only")
         if self.persisted_queries_only and self.persisted_queries_manifest is None:
             raise ValueError("PERSISTED_QUERIES_ONLY: needs PERSISTED_QUERIES_MANIFEST, the "
                              "file of the operations allowed to run")

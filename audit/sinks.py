@@ -30,6 +30,10 @@ def json_line(record: AuditRecord) -> bytes:
     that do not want epoch milliseconds."""
     row = record.row()
     row["at"] = record.at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if record.details is not None:
+        row["details"] = orjson.Fragment(record.details)  # an object, not a string
+    else:
+        del row["details"]
     return orjson.dumps(row) + b"\n"
 
 

@@ -47,6 +47,9 @@ class AuditRecord:
     request_id: str | None = None
     client_address: str | None = None
     user_agent: str | None = None
+    # JSON text: what a record needs beyond these (an assistant call's measurements), ids and
+    # numbers only, never content.
+    details: str | None = None
 
     @property
     def at(self) -> datetime:
@@ -61,7 +64,7 @@ class AuditRecord:
         costs the driver half of what maps with their keys would."""
         return [self.id, self.at_ms, self.action, self.outcome.value, self.actor_id,
                 self.actor_role, self.object_type, self.object_id, self.room_id, self.code,
-                self.request_id, self.client_address, self.user_agent]
+                self.request_id, self.client_address, self.user_agent, self.details]
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AuditRecord:
@@ -95,7 +98,7 @@ APPEND = """
 UNWIND $rows AS r
 CREATE (:AuditEvent {id: r[0], atMs: r[1], action: r[2], outcome: r[3], actorId: r[4],
   actorRole: r[5], objectType: r[6], objectId: r[7], roomId: r[8], code: r[9],
-  requestId: r[10], clientAddress: r[11], userAgent: r[12]})
+  requestId: r[10], clientAddress: r[11], userAgent: r[12], details: r[13]})
 """
 
 # Newest first; the cursor is the last (atMs, id) seen.

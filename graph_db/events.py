@@ -23,6 +23,9 @@ class EventType(enum.Enum):
     JOIN_REQUESTED = "JoinRequested"
     ROOM_UPDATED = "RoomUpdated"
     ROOM_CLOSED = "RoomClosed"
+    # Durable when a reply finishes (its final state, read back by id); ephemeral (seq 0, the
+    # snapshot carried along) while it streams.
+    ASSISTANT_REPLY_UPDATED = "AssistantReplyUpdated"
     # Ephemeral: published, never stored, no seq of their own.
     TYPING_CHANGED = "TypingChanged"
     PRESENCE_CHANGED = "PresenceChanged"

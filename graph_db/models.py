@@ -85,6 +85,8 @@ class RoomRecord:
     # (a subscription's cursor is checked against these in the same read as its access).
     seq: int = 0
     pruned_seq: int = 0
+    # Its hosts may turn the assistant off (absent: on).
+    assistant_enabled: bool = True
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RoomRecord:
@@ -95,6 +97,7 @@ class RoomRecord:
             created_at=_at(row["createdAt"]), updated_at=_at(row["updatedAt"]),
             created_ms=row["createdAt"], seq=row.get("seq") or 0,
             pruned_seq=row.get("prunedSeq") or 0,
+            assistant_enabled=row.get("assistantEnabled") is not False,
         )
 
 

@@ -21,6 +21,10 @@ STATEMENTS = (
     "CREATE CONSTRAINT notification_key IF NOT EXISTS FOR (n:Notification) "
     "REQUIRE n.key IS UNIQUE",
     "CREATE INDEX notification_user IF NOT EXISTS FOR (n:Notification) ON (n.userId)",
+    # The assistant's replies (graph_db/assistant.py): by id, and a room's newest.
+    "CREATE CONSTRAINT assistant_reply_id IF NOT EXISTS FOR (a:AssistantReply) "
+    "REQUIRE a.id IS UNIQUE",
+    "CREATE INDEX assistant_reply_room IF NOT EXISTS FOR (a:AssistantReply) ON (a.roomId)",
     # The audit trail (graph_db/audit.py): read newest first, by actor or by room.
     "CREATE INDEX audit_at IF NOT EXISTS FOR (e:AuditEvent) ON (e.atMs)",
     "CREATE INDEX audit_actor IF NOT EXISTS FOR (e:AuditEvent) ON (e.actorId)",

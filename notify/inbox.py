@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from graph_db import notifications as store
+from graph_db.assistant import ReplyRecord
 from graph_db.driver import GraphDB
 from graph_db.events import EventRecord, EventType
 from graph_db.files import FileRecord
@@ -38,6 +39,7 @@ TITLES = {
     "REPLY": "New reply in a thread you follow",
     "ROOM_UPDATED": "A room you are in was updated",
     "FILE_SCANNED": "A file you shared was scanned",
+    "ASSISTANT": "The assistant answered your question",
 }
 
 
@@ -78,6 +80,12 @@ class Inbox:
         body = "clean: it can be downloaded" if record.status == "CLEAN" else "refused: infected"
         await self._send([self._new(f"scan:{record.id}", record.uploader_id, "FILE_SCANNED",
                                     record.room_id, None, record.id, body=body)], None)
+
+    async def assistant_replied(self, reply: ReplyRecord) -> None:
+        """The asker's answer is finished (they may have gone elsewhere meanwhile)."""
+        body = reply.status.lower()
+        await self._send([self._new(f"assistant:{reply.id}", reply.asked_by, "ASSISTANT",
+                                    reply.room_id, None, reply.id, body=body)], None)
 
     def room_events(self, events: list[EventRecord], actor_id: str) -> None:
         """Invitations (someone else added to the room) and room updates."""
@@ -176,7 +184,7 @@ class Inbox:
         return {"inbox.tasks": len(self._tasks), **self.live.sizes("notify")}
 
 
-DIRECT = frozenset({"INVITATION", "JOIN_DECISION", "FILE_SCANNED"})
+DIRECT = frozenset({"INVITATION", "JOIN_DECISION", "FILE_SCANNED", "ASSISTANT"})
 
 
 def _heard(level: str, kind: str) -> bool:

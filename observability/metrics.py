@@ -130,6 +130,26 @@ RECORDINGS = Counter("collab_recording_files", "Recorded track files, by whether
                      "decoded from them (an empty file is logged as an error).", ["outcome"],
                      registry=REGISTRY)
 
+# The assistant (README "Assistant"): the seed's "AI response latency".
+AI_OUTCOMES = ("complete", "truncated", "blocked", "cancelled", "failed", "phi_blocked",
+               "refused")
+AI_RESPONSE = Histogram("collab_ai_response_seconds", "Assistant answers, from the request to "
+                        "the final state, by outcome.", ["outcome"], registry=REGISTRY,
+                        buckets=(.25, .5, 1, 2, 4, 8, 15, 30, 60, 120))
+AI_FIRST_TOKEN = Histogram("collab_ai_time_to_first_token_seconds", "From the request to the "
+                           "first text of the answer.", registry=REGISTRY,
+                           buckets=(.1, .25, .5, 1, 2, 4, 8, 15, 30))
+AI_REQUESTS = Counter("collab_ai_requests", "askAssistant calls, by outcome (refused: limits, "
+                      "access or configuration; phi_blocked: the firewall stopped it).",
+                      ["outcome"], registry=REGISTRY)
+AI_TOKENS = Counter("collab_ai_tokens", "Tokens the model reported, by direction (in, out).",
+                    ["direction"], registry=REGISTRY)
+AI_REDACTIONS = Counter("collab_ai_phi_redactions", "Identifiers replaced by placeholders "
+                        "before a request left, by type.", ["type"], registry=REGISTRY)
+AI_INFLIGHT = Gauge("collab_ai_inflight", "Answers streaming now.",
+                    multiprocess_mode="livesum", registry=REGISTRY)
+AI_REDACTION_TYPES = ("PERSON", "EMAIL", "PHONE", "DATE", "MRN", "ADDRESS", "AGE")
+
 
 # Every label value exists from the start (at 0): rate() and absent() need no first event.
 for _type in TYPES:
@@ -143,6 +163,13 @@ for _code in CLOSE_CODES:
 for _candidate in ("host", "srflx", "prflx", "relay", "unknown"):
     for _outcome in ("connected", "failed"):
         WEBRTC_CONNECTIONS.labels(_outcome, _candidate)
+for _outcome in AI_OUTCOMES:
+    AI_RESPONSE.labels(_outcome)
+    AI_REQUESTS.labels(_outcome)
+for _direction in ("in", "out"):
+    AI_TOKENS.labels(_direction)
+for _type in AI_REDACTION_TYPES:
+    AI_REDACTIONS.labels(_type)
 DB_READ, DB_WRITE = DB_QUERY.labels("read"), DB_QUERY.labels("write")
 DB_RETRIED_CONFLICT, DB_RETRIED_UNAVAILABLE = (DB_RETRIES.labels("conflict"),
                                                DB_RETRIES.labels("unavailable"))

@@ -25,6 +25,7 @@ from resolvers.errors import UNAVAILABLE_MESSAGE, Unauthenticated, Unavailable
 from settings import Settings
 
 if TYPE_CHECKING:
+    from assistant.service import Assistant
     from files.links import Links
     from files.service import FileService
     from notify.digests import Digests
@@ -66,6 +67,8 @@ class Services:
     files: FileService  # uploads: checks, scanning, encrypted storage
     links: Links  # signed download URLs
     digests: Digests  # email digests for people who are not online
+    # The assistant; None when ENABLE_AI_ASSISTANT is off.
+    assistant: Assistant | None = None
     # Typing refreshes within a second of the last announcement are dropped.
     typing: TypingThrottle = field(default_factory=TypingThrottle)
     # Users whose current claims this process already wrote: skips a write per request.
@@ -133,6 +136,8 @@ class Context:
         for event in events:
             await self.services.hub.publish(event)
         await self.services.rtc.calls.room_changed(events)
+        if self.services.assistant is not None:
+            await self.services.assistant.room_changed(events)
         if isinstance(self.auth, Viewer):
             self.services.inbox.room_events(events, self.auth.id)
         self.loaders.clear_all()

@@ -85,6 +85,54 @@ class Infected(ServiceError):
     code = "INFECTED"
 
 
+# The assistant (README "Assistant"): refusals of askAssistant, and the `error` of a reply
+# that failed after it was accepted (its upstream's failures).
+class AIDisabled(ServiceError):
+    code = "AI_DISABLED"
+
+
+class AINotConfigured(ServiceError):
+    code = "AI_NOT_CONFIGURED"
+
+
+class AIModelUnavailable(ServiceError):
+    code = "AI_MODEL_UNAVAILABLE"
+
+
+class AIPhiBlocked(ServiceError):
+    code = "AI_PHI_BLOCKED"
+
+
+class AIRateLimited(ServiceError):
+    code = "AI_RATE_LIMITED"
+
+
+class AIBudgetExceeded(ServiceError):
+    code = "AI_BUDGET_EXCEEDED"
+
+
+class AIUpstreamRateLimited(ServiceError):
+    code = "AI_UPSTREAM_RATE_LIMITED"
+
+
+class AIUpstreamRejected(ServiceError):
+    code = "AI_UPSTREAM_REJECTED"
+
+
+class AIUpstreamError(ServiceError):
+    code = "AI_UPSTREAM_ERROR"
+
+
+class AIUpstreamTimeout(ServiceError):
+    code = "AI_UPSTREAM_TIMEOUT"
+
+
+AI_ERRORS: dict[str, type[ServiceError]] = {cls.code: cls for cls in (
+    AIDisabled, AINotConfigured, AIModelUnavailable, AIPhiBlocked, AIRateLimited,
+    AIBudgetExceeded, AIUpstreamRateLimited, AIUpstreamRejected, AIUpstreamError,
+    AIUpstreamTimeout)}
+
+
 UNEXPECTED_MESSAGE = "Unexpected error."
 UNAVAILABLE_MESSAGE = "The service is temporarily unavailable; retry shortly."
 

@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext, Info
 
 from resolvers import validation
 from resolvers.errors import BadInput
+from schema.assistant import AssistantMutation, AssistantQuery
 from schema.audit import AuditQuery
 from schema.call_ops import CallMutation, CallQuery, CallSubscription
 from schema.events import EVENT_TYPES, RoomEventsSubscription, TypingMutation
@@ -34,10 +35,10 @@ from schema.room_ops import RoomMutation, RoomQuery
 log = logging.getLogger("collaboration.graphql")
 
 QUERIES: tuple[type, ...] = (RoomQuery, MessageQuery, AuditQuery, CallQuery, NotificationQuery,
-                             NotificationSettingsQuery)
+                             NotificationSettingsQuery, AssistantQuery)
 MUTATIONS: tuple[type, ...] = (RoomMutation, MessageMutation, TypingMutation, CallMutation,
                                NotificationMutation, FileMutation,
-                               NotificationSettingsMutation)
+                               NotificationSettingsMutation, AssistantMutation)
 SUBSCRIPTIONS: tuple[type, ...] = (RoomEventsSubscription, CallSubscription,
                                    NotificationSubscription)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Self
 
+import orjson
 import strawberry
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from graph_db.audit import AuditQuery as Query
@@ -41,6 +43,9 @@ class AuditEvent:
         "X-Request-ID when the caller sent one, else ours; a WebSocket's is its connection's"))
     client_address: str | None
     user_agent: str | None
+    details: JSON | None = strawberry.field(description=(
+        "More about the action, ids and figures only (assistant.call: model, message ids "
+        "sent, redaction counts, tokens, latencies, outcome)."))
 
     @classmethod
     def of(cls, r: AuditRecord) -> Self:
@@ -49,7 +54,8 @@ class AuditEvent:
                    actor_role=Role(r.actor_role) if r.actor_role else None,
                    object_type=r.object_type, object_id=_id(r.object_id), room_id=_id(r.room_id),
                    request_id=r.request_id, client_address=r.client_address,
-                   user_agent=r.user_agent)
+                   user_agent=r.user_agent,
+                   details=orjson.loads(r.details) if r.details else None)
 
 
 def _id(value: str | None) -> strawberry.ID | None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from resolvers import files
+from resolvers import assistant, files
 from resolvers import room_events as resolve
 from resolvers.context import Context
 from schema.calls import CallParticipant, CallRecording, ScreenShare
@@ -17,6 +17,7 @@ from schema.rooms import JoinRequest, Participant, Room
 from schema.users import User
 
 if TYPE_CHECKING:
+    from schema.assistant import AssistantReply
     from schema.files import SharedFile
     from schema.messages import Message
 
@@ -173,6 +174,21 @@ class FileShared(RoomEvent):
         return SharedFile.of(await files.access_file(info.context, self._ref or ""))
 
 
+@strawberry.type(description="The assistant's answer streams (ephemeral, cumulative text, at "
+                             "most one every 100 ms) and ends (durable, done: true).")
+class AssistantReplyUpdated(RoomEvent):
+    _snapshot: strawberry.Private[dict[str, Any] | None] = None
+
+    @strawberry.field
+    async def reply(self, info: Ctx) -> Annotated[AssistantReply,
+                                                  strawberry.lazy("schema.assistant")]:
+        from schema.assistant import AssistantReply
+
+        if self._snapshot is not None:
+            return AssistantReply.of_data(self._snapshot)
+        return AssistantReply.of(await assistant.reply_of(info.context, self._ref or ""))
+
+
 @strawberry.type
 class TypingMutation:
     @strawberry.mutation(description="Announce typing; it expires by itself ~5 s after the "
@@ -186,6 +202,7 @@ EVENT_TYPES: tuple[type[RoomEvent], ...] = (
     ParticipantRoleChanged, ParticipantLeft, TypingChanged, PresenceChanged, JoinRequested,
     RoomUpdated, RoomClosed, CallParticipantJoined, CallParticipantLeft, MediaStateChanged,
     ScreenShareChanged, RecordingConsentRequested, RecordingStateChanged, FileShared,
+    AssistantReplyUpdated,
 )
 
 
@@ -215,6 +232,10 @@ def event_object(room_id: str, type_name: str, at: datetime, cursor: str, *,
         return PresenceChanged(online=bool(data.get("online")), **common)  # type: ignore[arg-type]
     if cls in CALL_EVENTS:
         return _call_event(cls, common, data)
+    if cls is AssistantReplyUpdated:
+        snapshot = data.get("reply")
+        kept = dict(snapshot) if isinstance(snapshot, dict) else None
+        return AssistantReplyUpdated(**common, _snapshot=kept)  # type: ignore[arg-type]
     if cls is FileShared:
         return FileShared(**{**common, "_ref": str(data.get("fileId", ""))})  # type: ignore[arg-type]
     return cls(**common)  # type: ignore[arg-type]

@@ -42,7 +42,8 @@ class Notification:
     created_at: datetime
     read_at: datetime | None
     ref_id: strawberry.ID | None = strawberry.field(
-        description="The message (MENTION, REPLY) or join request it is about.")
+        description="The message (MENTION, REPLY), join request, file (FILE_SCANNED) or "
+                    "assistant reply (ASSISTANT) it is about.")
     _record: strawberry.Private[NotificationRecord]
 
     @classmethod

@@ -9,7 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from graph_db.models import JoinRequestRecord, ParticipantRecord, RoomRecord
-from resolvers import call_media, calls, membership, message_fields, room_fields
+from resolvers import assistant, call_media, calls, membership, message_fields, room_fields
 from resolvers import rooms as resolve
 from resolvers.context import Context
 from resolvers.files import room_files
@@ -20,6 +20,7 @@ from schema.enums import JoinRequestStatus, JoinStatus, ParticipantRole, RoomTyp
 from schema.users import User
 
 if TYPE_CHECKING:
+    from schema.assistant import AssistantReply
     from schema.files import FileConnection
     from schema.messages import MessageConnection
 
@@ -114,6 +115,21 @@ class Room:
         from schema.files import FileConnection
 
         return FileConnection.of(await room_files(info.context, self._record, first, after))
+
+    @strawberry.field(description="Whether participants may ask the assistant here (its hosts "
+                                  "turn it off with setRoomAssistant).")
+    def assistant_enabled(self) -> bool:
+        return self._record.assistant_enabled
+
+    @strawberry.field(description="The assistant's replies, newest last; participants only "
+                                  "(others: empty).")
+    async def assistant_replies(self, info: Ctx, last: int | None = 20
+                                ) -> list[Annotated[AssistantReply,
+                                                    strawberry.lazy("schema.assistant")]]:
+        from schema.assistant import AssistantReply
+
+        found = await assistant.room_replies(info.context, self._record, last)
+        return [AssistantReply.of(r) for r in found]
 
     @strawberry.field(description="Inactive for non-participants.")
     async def screen_share(self, info: Ctx) -> ScreenShare:

@@ -14,7 +14,8 @@ from tests.harness import LiveServer
 from tests.personas import People
 
 # The federation fixtures (main-app subgraph, supergraph, gateways), started only when asked for.
-pytest_plugins = ["tests.gateways", "tests.turn", "tests.clamd", "tests.smtp"]
+pytest_plugins = ["tests.gateways", "tests.turn", "tests.clamd", "tests.smtp",
+                  "tests.fake_gemini"]
 
 SECRET = "test-secret-0123456789abcdef0123"
 # The session's one service is shared by every test (and the anonymous ones all come from

@@ -92,11 +92,12 @@ def test_a_record_is_stored_as_its_fields_in_order() -> None:
     """APPEND reads AuditRecord.values() by position: it must follow the fields."""
     full = AuditRecord(id="i", at_ms=1, action="a", outcome=Outcome.DENIED, actor_id="u",
                        actor_role="doctor", object_type="Room", object_id="o", room_id="r",
-                       code="NOT_FOUND", request_id="q", client_address="c", user_agent="ua")
+                       code="NOT_FOUND", request_id="q", client_address="c", user_agent="ua",
+                       details='{"n": 1}')
     assert full.values() == [getattr(full, f.name) if f.name != "outcome" else "denied"
                              for f in dataclasses.fields(AuditRecord)]
     assert AuditRecord.from_row(full.row()) == full
-    assert re.findall(r"r\[(\d+)\]", audit_db.APPEND) == [str(i) for i in range(13)]
+    assert re.findall(r"r\[(\d+)\]", audit_db.APPEND) == [str(i) for i in range(14)]
 
 
 def record(action: str, n: int) -> AuditRecord:
