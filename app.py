@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from assistant.gemini import GeminiBackend, application_default_credentials
+from assistant.gemini import backend_from_settings
 from assistant.limits import MemoryQuotas, QuotaConfig, Quotas, RedisQuotas
 from assistant.report import Report
 from assistant.service import Assistant
@@ -192,7 +192,7 @@ async def open_assistant(settings: Settings, db: GraphDB, hub: Hub, trail: Audit
     if not settings.enable_ai_assistant:
         log.info("assistant: off (ENABLE_AI_ASSISTANT)")
         return None
-    backend = gemini_backend(settings)
+    backend = backend_from_settings(settings)
     config = QuotaConfig(user_requests=settings.ai_user_requests,
                          user_period_s=settings.ai_rate_period_seconds,
                          room_requests=settings.ai_room_requests,
@@ -218,30 +218,6 @@ async def open_assistant(settings: Settings, db: GraphDB, hub: Hub, trail: Audit
 async def close_assistant(assistant: Assistant | None) -> None:
     if assistant is not None:
         await assistant.close()
-
-
-def gemini_backend(settings: Settings) -> GeminiBackend | None:
-    """Gemini on Vertex AI or the Developer API; None (AI_NOT_CONFIGURED) without what the
-    backend needs."""
-    key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
-    vertex = settings.ai_backend == "vertex"
-    if (vertex and not settings.google_cloud_project) or (not vertex and not key):
-        log.warning("assistant: on but NOT CONFIGURED (%s): askAssistant answers "
-                    "AI_NOT_CONFIGURED", "GOOGLE_CLOUD_PROJECT" if vertex else "GEMINI_API_KEY")
-        return None
-    try:
-        backend = GeminiBackend(backend=settings.ai_backend, api_key=None if vertex else key,
-                                project=settings.google_cloud_project,
-                                location=settings.google_cloud_location,
-                                base_url=settings.gemini_base_url,
-                                credentials=application_default_credentials() if vertex
-                                else None)
-    except Exception as exc:  # no application default credentials, for one
-        log.warning("assistant: NOT CONFIGURED: %s", exc)
-        return None
-    log.info("assistant: %s on %s%s", settings.ai_model_name, settings.ai_backend,
-             f" through {settings.gemini_base_url}" if settings.gemini_base_url else "")
-    return backend
 
 
 def open_files(settings: Settings, db: GraphDB) -> tuple[FileService, Links]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -41,8 +42,11 @@ from assistant.backend import (
     UpstreamError,
     wire_guard,
 )
+from settings import Settings
 
-__all__ = ["GeminiBackend", "application_default_credentials", "wire_guard"]
+__all__ = ["GeminiBackend", "application_default_credentials", "backend_from_settings",
+           "wire_guard"]
+log = logging.getLogger(__name__)
 
 # The SDK passes timeout=None on every request, which would disable httpx's timeouts (connect
 # included); the request hook puts these back. No read timeout: stalls are the service's
@@ -216,3 +220,27 @@ def _retry_after(exc: genai_errors.APIError) -> float | None:
         value = headers.get("retry-after") if headers is not None else None
         return float(value) if value is not None else None
     return None
+
+
+def backend_from_settings(settings: Settings) -> GeminiBackend | None:
+    """Gemini on Vertex AI or the Developer API; None (AI_NOT_CONFIGURED) without what the
+    backend needs."""
+    key = settings.gemini_api_key.get_secret_value() if settings.gemini_api_key else None
+    vertex = settings.ai_backend == "vertex"
+    if (vertex and not settings.google_cloud_project) or (not vertex and not key):
+        log.warning("assistant: on but NOT CONFIGURED (%s): askAssistant answers "
+                    "AI_NOT_CONFIGURED", "GOOGLE_CLOUD_PROJECT" if vertex else "GEMINI_API_KEY")
+        return None
+    try:
+        backend = GeminiBackend(backend=settings.ai_backend, api_key=None if vertex else key,
+                                project=settings.google_cloud_project,
+                                location=settings.google_cloud_location,
+                                base_url=settings.gemini_base_url,
+                                credentials=application_default_credentials() if vertex
+                                else None)
+    except Exception as exc:  # no application default credentials, for one
+        log.warning("assistant: NOT CONFIGURED: %s", exc)
+        return None
+    log.info("assistant: %s on %s%s", settings.ai_model_name, settings.ai_backend,
+             f" through {settings.gemini_base_url}" if settings.gemini_base_url else "")
+    return backend

@@ -20,7 +20,7 @@ import orjson
 
 from assistant.backend import AIBackend
 from assistant.firewall import Person, Vault
-from assistant.limits import Grant, Quotas
+from assistant.limits import Grant, QuotaRefused, Quotas
 from assistant.prompt import Built, Item, build, estimate_tokens
 from assistant.report import Report
 from assistant.run import Outcome, Run, ending_of, payload_of
@@ -73,6 +73,7 @@ class _Call:
     started: float
     task: asyncio.Task[None] | None = None
     reason: str | None = None
+    running: bool = False
 
 
 class Assistant:
@@ -139,9 +140,13 @@ class Assistant:
                               found)))
         estimate = estimate_tokens(payload_of(built.request).decode()) + self.max_output_tokens
         grant = await self._admit(question, reply_id, estimate)
-        reply = await store.create(self.db, reply_id=reply_id, room_id=question.room_id,
-                                   asked_by=question.asker_id, prompt=question.prompt,
-                                   model=self.model)
+        try:
+            reply = await store.create(self.db, reply_id=reply_id, room_id=question.room_id,
+                                       asked_by=question.asker_id, prompt=question.prompt,
+                                       model=self.model)
+        except BaseException:  # the database went away: the slots are not held till the lease
+            await self.quotas.finish(grant, 0)
+            raise
         if reply is None:
             await self.quotas.finish(grant, 0)
             raise Refused("NOT_FOUND", "room not found")
@@ -153,8 +158,6 @@ class Assistant:
         return reply
 
     async def _admit(self, question: Question, reply_id: str, estimate: int) -> Grant:
-        from assistant.limits import QuotaRefused
-
         try:
             return await self.quotas.admit(question.asker_id, question.room_id, reply_id,
                                            estimate)
@@ -167,7 +170,7 @@ class Assistant:
     # -- answering -----------------------------------------------------------------------
 
     async def _answer(self, call: _Call) -> None:
-        outcome = Outcome()
+        call.running = True  # from here a cancellation lands inside (and is recorded)
         try:
             run = Run(self._backend(), call.built.request, call.vault, self.policy,
                       lambda text: self._snapshot(call, text))
@@ -248,9 +251,11 @@ class Assistant:
 
     @staticmethod
     def _cancel_local(call: _Call, reason: str) -> None:
+        """A task cancelled before its first step would never run its `finally` (nor record
+        the cancellation): one not yet running finds the reason when it starts."""
         if call.reason is None:
             call.reason = reason
-            if call.task is not None:
+            if call.task is not None and call.running:
                 call.task.cancel()
 
     # -- housekeeping --------------------------------------------------------------------
