@@ -92,7 +92,8 @@ class AIBackend(Protocol):
 class WireGuard(Protocol):
     """The PHI firewall's last check, on the exact bytes about to be sent (every attempt,
     retries included). Raise to abort: nothing is sent and the exception reaches the caller
-    as it is. Runs on the event loop: it must be quick."""
+    as it is. Runs in a worker thread (the adapter keeps the event loop free): it must be
+    thread-safe, and must not touch the event loop."""
 
     def __call__(self, body: bytes, headers: Mapping[str, str]) -> None: ...
 

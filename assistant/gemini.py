@@ -144,7 +144,9 @@ async def _before_send(request: httpx.Request) -> None:
     body = await request.aread()   # already in memory: the SDK sends bytes
     guard = wire_guard.get()
     if guard is not None:
-        guard(body, httpx.Headers(request.headers))   # a copy: what is checked is what is sent
+        # A copy of the headers: what is checked is what is sent. In a worker thread: a full
+        # request's leak search takes tens of milliseconds the event loop must not stand.
+        await asyncio.to_thread(guard, body, httpx.Headers(request.headers))
     request.extensions = {**request.extensions, "timeout": TRANSPORT_TIMEOUT.as_dict()}
 
 

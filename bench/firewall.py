@@ -10,6 +10,7 @@ leak check still rejects (must be 0). Times are per line, on this machine, infor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -17,7 +18,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from assistant.firewall import FIREWALL_VERSION, TYPES, Vault
+from assistant.firewall import FIREWALL_VERSION, TYPES, Person, Vault
+from assistant.prompt import Item, build
+from assistant.run import payload_of
 from tests.phi_corpus import HELD_OUT, MAIN, ROSTER, Gold, Line
 
 SHOW_MISSES = 12
@@ -115,9 +118,62 @@ def report(scores: dict[str, Score]) -> str:
     return "\n".join(out)
 
 
+def prepare(people: Sequence[Person], items: Sequence[Item]) -> int:
+    """What askAssistant does before anything leaves: the request through a vault, then the
+    leak search on it (the wire guard searches the same bytes once more)."""
+    vault = Vault(people)
+    built = build(vault, items, asker_id=people[0].user_id, asker_role="doctor",
+                  prompt="What should we check next?", model="m", max_input_tokens=8_000,
+                  max_output_tokens=1_024)
+    payload = payload_of(built.request)
+    assert not vault.leaks(payload)
+    return len(payload)
+
+
+async def _stall(work: object, offloaded: bool) -> float:
+    """The event loop's longest stall (ms) while `work` runs inline or in a worker thread,
+    measured by a 1 ms ticker."""
+    longest, running = 0.0, True
+
+    async def tick() -> None:
+        nonlocal longest
+        while running:
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            longest = max(longest, time.perf_counter() - before - 0.001)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.01)
+    if offloaded:
+        await asyncio.to_thread(work)  # type: ignore[arg-type]
+    else:
+        work()  # type: ignore[operator]
+    running = False
+    await ticker
+    return longest * 1000
+
+
+def full_request() -> str:
+    """A full context (the last 100 messages, cut to AI_MAX_INPUT_TOKENS) of corpus lines."""
+    people = [Person(p.user_id, p.display_name, p.email) for p in ROSTER]
+    texts = [line.text for line in MAIN]
+    items = [Item(f"m{n}", people[n % len(people)].user_id, "doctor", texts[n % len(texts)])
+             for n in range(100)]
+    started = time.perf_counter()
+    size = prepare(people, items)
+    cost = (time.perf_counter() - started) * 1000
+    inline = asyncio.run(_stall(lambda: prepare(people, items), offloaded=False))
+    aside = asyncio.run(_stall(lambda: prepare(people, items), offloaded=True))
+    return (f"\nfull request ({len(items)} messages, {size / 1024:.0f} KiB): redaction and "
+            f"leak search {cost:.0f} ms; longest event-loop stall inline {inline:.0f} ms, "
+            f"in a worker thread (as the service runs it) {aside:.0f} ms "
+            f"({aside / inline:.2f}x)")
+
+
 def main() -> int:
     scores = {"main": evaluate(MAIN), "held-out": evaluate(HELD_OUT)}
     print(report(scores))
+    print(full_request())
     failed = [name for name, s in scores.items() if s.known_caught < s.known or s.blocked]
     if failed:
         print(f"\nFAIL: known identifiers missed, or redacted lines blocked, in: "
