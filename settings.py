@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     # API answers 404: AI_MODEL_UNAVAILABLE); the default is a current GA model.
     gemini_api_key: SecretStr | None = None
     ai_model_name: str = Field(default="gemini-3.5-flash", min_length=1,
-                               pattern=r"^[A-Za-z0-9._-]+$")
+                               pattern=r"^[A-Za-z0-9._/@-]+$")  # "models/...", tuned
     # vertex: Vertex AI (GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION, application default
     # credentials), covered by Google Cloud's HIPAA BAA; developer: the Gemini Developer API
     # (GEMINI_API_KEY), whose terms exclude clinical use: outside development it needs
