@@ -76,7 +76,8 @@ async def test_graceful_stops_under_transactions_answer_unavailable(tmp_path: Pa
     counted = unavailable_retries() - retried_before
     assert counted <= db.stats.retried
     assert counted > 0 or outcomes["unavailable"] > 0  # (a cut-off commit is not retried)
-    assert set(outcomes) == {"ok", "unavailable"}, outcomes
+    # Nothing but answers and SERVICE_UNAVAILABLE; all answered is fine (retried in time).
+    assert outcomes["ok"] > 0 and set(outcomes) <= {"ok", "unavailable"}, outcomes
 
 
 async def test_a_concealed_error_on_a_healthy_server_is_raised_as_itself(
