@@ -43,6 +43,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -72,6 +73,7 @@ class Scenario:
     blocked: str | None = None           # promptFeedback.blockReason (no candidates)
 
 
+STS_TOKEN = "ya29.fake-sts-token"
 _NOT_FOUND = ("models/{model} is not found for API version {version}, or is not supported for "
               "generateContent. Call ListModels to see the list of available models and their "
               "supported methods.")
@@ -159,7 +161,9 @@ class FakeGemini:
         self._scripts: dict[str, Scenario] = {}
         self._served: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.app = Starlette(routes=[Route("/{path:path}", self._endpoint, methods=["POST"])])
+        self.token_requests: list[dict[str, str]] = []  # the STS exchanges (Vertex's ADC)
+        self.app = Starlette(routes=[Route("/v1/token", self._token, methods=["POST"]),
+                                     Route("/{path:path}", self._endpoint, methods=["POST"])])
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -184,6 +188,7 @@ class FakeGemini:
 
     def reset(self) -> None:
         with self._lock:
+            self.token_requests.clear()
             self.requests.clear()
             self.disconnects.clear()
             self._scripts.clear()
@@ -275,6 +280,16 @@ class FakeGemini:
             reply = _answer(scenario, model, body, len(raw), method == "streamGenerateContent")
         reply.on_disconnect = self._disconnected
         return reply
+
+    async def _token(self, request: Request) -> JSONResponse:
+        """Google's Security Token Service, as workload identity federation's credentials (an
+        `external_account` file: application default credentials) exchange a token there."""
+        form = dict((await request.form()).items())
+        with self._lock:
+            self.token_requests.append({k: str(v) for k, v in form.items()})
+        return JSONResponse({"access_token": STS_TOKEN, "token_type": "Bearer",
+                             "issued_token_type": "urn:ietf:params:oauth:token-type:"
+                                                  "access_token", "expires_in": 3600})
 
     def _disconnected(self, reply: _Reply) -> None:
         with self._lock:

@@ -20,7 +20,7 @@ import pytest
 from graph_db import assistant as replies
 from tests.call_helpers import metric
 from tests.conftest import make_settings, serving
-from tests.fake_gemini import FakeGemini
+from tests.fake_gemini import STS_TOKEN, FakeGemini
 from tests.gql_helpers import register
 from tests.harness import LiveServer
 from tests.personas import People, Persona, make_room
@@ -473,3 +473,46 @@ async def test_a_reply_left_streaming_by_a_dead_instance_is_swept(ai: LiveServer
         assistant.stale_after_s = kept
     swept = (await room.host.gql(REPLY, id="orphan-1"))["assistantReply"]
     assert (swept["status"], swept["error"]["code"]) == ("FAILED", "AI_UPSTREAM_TIMEOUT")
+
+
+@pytest.fixture(scope="module")
+def vertex(tmp_path_factory: pytest.TempPathFactory,
+           fake_gemini_server: FakeGemini) -> Iterator[LiveServer]:
+    """Vertex AI with application default credentials as a hospital's deployment on Google
+    Cloud would have them: workload identity federation (an `external_account` file), its
+    token exchanged at the fake's Security Token Service."""
+    tmp = tmp_path_factory.mktemp("assistant-vertex")
+    (tmp / "subject.jwt").write_text("eyJhbGciOi.workload-subject.token")
+    (tmp / "adc.json").write_text(json.dumps({
+        "type": "external_account", "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "audience": "//iam.googleapis.com/locations/global/workloadIdentityPools/p/providers/f",
+        "token_url": f"{fake_gemini_server.url}/v1/token",
+        "credential_source": {"file": str(tmp / "subject.jwt")}}))
+    settings = make_settings(
+        tmp, enable_ai_assistant=True, ai_backend="vertex", google_cloud_project="proj-x",
+        google_cloud_location="europe-west4", gemini_base_url=fake_gemini_server.url,
+        ai_model_name=MODEL)
+    with pytest.MonkeyPatch.context() as env:  # read once, at start-up
+        env.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp / "adc.json"))
+        server = LiveServer(settings).start()
+    yield server
+    server.stop()
+
+
+async def test_vertex_with_application_default_credentials(vertex: LiveServer,
+                                                           fake_gemini: FakeGemini) -> None:
+    crowd = People(vertex.settings, vertex.url)
+    room = await case_room(crowd)
+    said = await room.say(room.student, "Zoë: MRN 4482913, what next?")
+    reply = await finished(room.host, (await room.ask())["id"])
+    assert (reply["status"], reply["citations"]) == ("COMPLETE", [said])
+    (request,) = fake_gemini.requests
+    assert request.api == "vertex" and request.path == (
+        "/v1beta1/projects/proj-x/locations/europe-west4/publishers/google/models/"
+        f"{MODEL}:streamGenerateContent")
+    assert request.headers["authorization"] == f"Bearer {STS_TOKEN}"
+    assert "x-goog-api-key" not in request.headers
+    (exchange,) = fake_gemini.token_requests
+    assert exchange["subject_token"] == "eyJhbGciOi.workload-subject.token"
+    assert exchange["scope"] == "https://www.googleapis.com/auth/cloud-platform"
+    await crowd.aclose()
