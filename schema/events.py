@@ -31,6 +31,10 @@ class RoomEvent:
     cursor: str = strawberry.field(description="Opaque; pass it as roomEvents(after:) to "
                                                "resume after a reconnect.")
     at: datetime
+    durable: bool = strawberry.field(default=True, description=(
+        "Stored, with a cursor of its own: replayed after `after`, a duplicate if its cursor "
+        "was seen. False: ephemeral (typing, presence, calls, an assistant's answer while it "
+        "streams), never replayed, carrying the cursor of the last durable event."))
     _ref: strawberry.Private[str | None] = None
 
 
@@ -221,11 +225,12 @@ _BY_TYPE: dict[str, type[RoomEvent]] = {cls.__name__: cls for cls in EVENT_TYPES
 
 def event_object(room_id: str, type_name: str, at: datetime, cursor: str, *,
                  message_id: str | None, user_id: str | None, request_id: str | None,
-                 data: dict[str, object]) -> RoomEvent:
+                 data: dict[str, object], durable: bool = True) -> RoomEvent:
     """The GraphQL object for one stored or announced event (what roomEvents resolves to)."""
     cls = _BY_TYPE[type_name]
     ref = message_id or request_id or user_id
-    common = {"room_id": strawberry.ID(room_id), "cursor": cursor, "at": at, "_ref": ref}
+    common = {"room_id": strawberry.ID(room_id), "cursor": cursor, "at": at, "_ref": ref,
+              "durable": durable}
     if cls is TypingChanged:
         return TypingChanged(typing=bool(data.get("typing")), **common)  # type: ignore[arg-type]
     if cls is PresenceChanged:

@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from tests.conftest import make_settings, serving
 from tests.fake_gemini import STS_TOKEN, FakeGemini
 from tests.gql_helpers import register
 from tests.harness import LiveServer
+from tests.node import SCHEMA, node_script
 from tests.personas import People, Persona, make_room
 from tests.rt_helpers import DELETE, DELETE_ROOM, SEND, attached
 from tests.test_audit import trail
@@ -516,3 +518,33 @@ async def test_vertex_with_application_default_credentials(vertex: LiveServer,
     assert exchange["subject_token"] == "eyJhbGciOi.workload-subject.token"
     assert exchange["scope"] == "https://www.googleapis.com/auth/cloud-platform"
     await crowd.aclose()
+
+
+@pytest.mark.parametrize("client", ("apollo", "urql", "graphql-ws"))
+async def test_real_clients_follow_a_streamed_answer(client: str, ai: LiveServer,
+                                                     crowd: People, fake_gemini: FakeGemini,
+                                                     tmp_path: Path) -> None:
+    """Apollo Client, urql and graphql-ws's own client (tests/clients/common.mjs `assistant`):
+    the question through the library, the snapshots as ephemeral events (`durable: false`,
+    never taken for duplicates), the end as the one durable event."""
+    room = await case_room(crowd)
+    said = await room.say(room.host, "A case")
+    fake_gemini.script(MODEL, delay=0.15)
+    settings = {"http": f"{ai.url}/graphql", "ws": ai.ws_url, "token": room.student.token,
+                "room": room.id, "schema": str(SCHEMA)}
+    async with node_script(f"{client}.mjs", "assistant", config=settings,
+                           log_dir=tmp_path) as script:
+        await script.expect("subscribing")
+        await attached(ai, room.id, 1)
+        await script.send("go")
+        while not script.seen("done"):  # its first snapshot may come before the answer
+            await script.line()
+    (asked,) = script.seen("asked")
+    assert asked["error"] is None and asked["data"]["askAssistant"]["done"] is False
+    replies = script.seen("reply")
+    streaming, end = replies[:-1], replies[-1]
+    assert streaming and all(not r["durable"] and not r["done"] for r in streaming)
+    assert (end["durable"], end["done"], end["status"]) == (True, True, "COMPLETE")
+    assert end["citations"] == [said] and end["text"].endswith("Please verify.")
+    assert {r["cursor"] for r in streaming} != {end["cursor"]}
+    assert script.seen("duplicate") == []

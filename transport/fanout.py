@@ -102,7 +102,8 @@ class GraphQLRenderer:
         event = envelope.event
         root = event_object(event.room_id, event.type.value, event.at, cursor,
                             message_id=event.message_id, user_id=event.user_id,
-                            request_id=event.request_id, data=envelope.data)
+                            request_id=event.request_id, data=envelope.data,
+                            durable=envelope.durable)
         context = spec.context
         token = context.start_operation()  # fresh loaders for this event
         self._prime(context, self.hints.get((event.room_id, event.seq), ()))

@@ -10,7 +10,7 @@ import { PersistedQueryLink } from '@apollo/client/link/persisted-queries';
 import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
 import { getMainDefinition } from '@apollo/client/utilities';
 import {
-  EVENTS, bearer, config, described, loggingFetch, queries, realtime, run, wsClient,
+  EVENTS, assistant, bearer, config, described, loggingFetch, queries, realtime, run, wsClient,
 } from './common.mjs';
 import { possibleTypesOf } from './possible-types.mjs';
 
@@ -62,4 +62,5 @@ function adapter(client) {
   };
 }
 
-run({ http: () => queries(connect), realtime: () => realtime(connect) });
+run({ http: () => queries(connect), realtime: () => realtime(connect),
+      assistant: () => assistant(connect) });

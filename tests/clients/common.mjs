@@ -56,12 +56,12 @@ export function wsClient(token, { onRetry = () => {}, retryWait } = {}) {
 const dropSocket = (holder) => holder.socket.terminate();
 const retryAfterCommand = () => command('resume');
 
-const EPHEMERAL = new Set(['TypingChanged', 'PresenceChanged']);
-
-/** One room's event stream as an application should follow it. Durable events each have their own
- * cursor (it stands for the room's seq): the last one is where to resume (`after`), and one seen
- * before is a duplicate. Direct to the service there are none; through a gateway that re-subscribes
- * silently with the original variables there can be. `subscribe(variables, onEvent, onErrors)`
+/** One room's event stream as an application should follow it. Durable events (`durable: true`)
+ * each have their own cursor (it stands for the room's seq): the last one is where to resume
+ * (`after`), and one seen before is a duplicate; ephemeral ones (typing, presence, calls, an
+ * assistant's answer while it streams) carry the last durable cursor and are never replayed.
+ * Direct to the service there are no duplicates; through a gateway that re-subscribes silently
+ * with the original variables there can be. `subscribe(variables, onEvent, onErrors)`
  * is the client library's own call; it returns the unsubscribe function. */
 export class RoomFeed {
   constructor(roomId, subscribe, { onEvent, onErrors }) {
@@ -78,7 +78,7 @@ export class RoomFeed {
   }
 
   accept(event) {
-    if (!EPHEMERAL.has(event.__typename)) {
+    if (event.durable) {
       if (this.seen.has(event.cursor)) {
         emit('duplicate', { cursor: event.cursor });
         return;
@@ -95,9 +95,13 @@ subscription RoomEvents($room: ID!, $after: String) {
   roomEvents(roomId: $room, after: $after) {
     ...EventBase
     ... on MessagePosted { message { id content seq author { id } } }
+    ... on AssistantReplyUpdated { reply { id text done status citations } }
   }
 }
-fragment EventBase on RoomEvent { __typename cursor roomId }`;
+fragment EventBase on RoomEvent { __typename cursor roomId durable }`;
+export const ASK = `mutation Ask($room: ID!, $prompt: String!) {
+  askAssistant(roomId: $room, prompt: $prompt) { id done status text }
+}`;
 export const ME = 'query Me { me { id displayName role } }';
 export const ROOM = `query Room($room: ID!) {
   room(id: $room) { id name participants { role user { id } } }
@@ -174,6 +178,28 @@ export async function realtime(connect) {
   emit('missing-room', await member.mutate(SEND, { room: 'no-such-room', content: 'x' }));
   emit('bad-query', await member.query(BAD_PAGE));
   await outsiderRefused(connect);
+}
+
+/** The assistant scenario: a question, and its answer as the library hands it to the application
+ * on roomEvents: snapshots of the text while it streams (ephemeral), then the durable end. */
+export async function assistant(connect) {
+  const member = connect(config.token);
+  let ended;
+  const end = new Promise((resolve) => { ended = resolve; });
+  const feed = new RoomFeed(config.room, member.subscribe, {
+    onEvent: (event) => {
+      if (event.__typename !== 'AssistantReplyUpdated') return;
+      emit('reply', { durable: event.durable, cursor: event.cursor, ...event.reply });
+      if (event.reply.done) ended();
+    },
+    onErrors: (error) => emit('subscription-error', error),
+  });
+  feed.start();
+  emit('subscribing');
+  await command('go');
+  emit('asked', await member.mutate(ASK, { room: config.room, prompt: 'What next?' }));
+  await end;
+  feed.stop();
 }
 
 async function outsiderRefused(connect) {

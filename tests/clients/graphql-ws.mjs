@@ -1,7 +1,7 @@
 // graphql-ws's own client: every operation over the one WebSocket (graphql-transport-ws), the token
 // in connectionParams. Results are plain { data, errors }; an operation the service refuses ends
 // with a result carrying `errors`, then complete. Scenario: `realtime` (common.mjs).
-import { EVENTS, described, realtime, run, wsClient } from './common.mjs';
+import { EVENTS, assistant, described, realtime, run, wsClient } from './common.mjs';
 
 const errorsOf = (errors) => (errors?.length ? described({ name: 'errors' }, errors) : null);
 
@@ -31,4 +31,4 @@ function connect(token, wsOptions = {}) {
   };
 }
 
-run({ realtime: () => realtime(connect) });
+run({ realtime: () => realtime(connect), assistant: () => assistant(connect) });

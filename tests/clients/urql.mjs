@@ -4,7 +4,7 @@
 import { Client, cacheExchange, fetchExchange, subscriptionExchange } from '@urql/core';
 import { pipe, subscribe } from 'wonka';
 import {
-  EVENTS, bearer, config, described, loggingFetch, queries, realtime, run, wsClient,
+  EVENTS, assistant, bearer, config, described, loggingFetch, queries, realtime, run, wsClient,
 } from './common.mjs';
 
 function connect(token, wsOptions = {}, fetchLog = null) {
@@ -40,4 +40,5 @@ function connect(token, wsOptions = {}, fetchLog = null) {
   };
 }
 
-run({ http: () => queries(connect), realtime: () => realtime(connect) });
+run({ http: () => queries(connect), realtime: () => realtime(connect),
+      assistant: () => assistant(connect) });
