@@ -61,17 +61,19 @@ def nothing_identifying_left(fake_gemini: FakeGemini) -> Iterator[None]:
             assert identifier.lower() not in sent.lower(), identifier
 
 
+def assistant_on(fake: FakeGemini, **overrides: object) -> dict[str, object]:
+    """Settings of a service whose assistant is on (developer API through the fake), with
+    short deadlines."""
+    return {"enable_ai_assistant": True, "gemini_api_key": "AIza-test-key-never-in-urls",
+            "gemini_base_url": fake.url, "ai_model_name": MODEL,
+            "ai_first_token_timeout_seconds": 2.0, "ai_timeout_seconds": 6.0, **overrides}
+
+
 @pytest.fixture(scope="module")
 def ai(tmp_path_factory: pytest.TempPathFactory,
        fake_gemini_server: FakeGemini) -> Iterator[LiveServer]:
-    """The service with the assistant on (developer API through the fake), short deadlines."""
-    settings = make_settings(
-        tmp_path_factory.mktemp("assistant"), enable_ai_assistant=True,
-        gemini_api_key="AIza-test-key-never-in-urls", gemini_base_url=fake_gemini_server.url,
-        ai_model_name=MODEL, ai_first_token_timeout_seconds=2.0, ai_timeout_seconds=6.0)
-    server = LiveServer(settings).start()
-    yield server
-    server.stop()
+    with serving(tmp_path_factory, "assistant", **assistant_on(fake_gemini_server)) as server:
+        yield server
 
 
 @pytest.fixture
@@ -419,14 +421,9 @@ async def test_answers_in_two_rooms_stream_side_by_side(ai: LiveServer, crowd: P
 def tight(tmp_path_factory: pytest.TempPathFactory,
           fake_gemini_server: FakeGemini) -> Iterator[LiveServer]:
     """Two questions per user per period, a small daily budget per room."""
-    settings = make_settings(
-        tmp_path_factory.mktemp("assistant-limits"), enable_ai_assistant=True,
-        gemini_api_key="AIza-test-key-never-in-urls", gemini_base_url=fake_gemini_server.url,
-        ai_model_name=MODEL, ai_user_requests=2, ai_daily_token_budget=2_600,
-        ai_first_token_timeout_seconds=2.0, ai_timeout_seconds=6.0)
-    server = LiveServer(settings).start()
-    yield server
-    server.stop()
+    with serving(tmp_path_factory, "assistant-limits", **assistant_on(
+            fake_gemini_server, ai_user_requests=2, ai_daily_token_budget=2_600)) as server:
+        yield server
 
 
 async def test_limits_budget_and_an_unavailable_model(tight: LiveServer,

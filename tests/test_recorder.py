@@ -114,6 +114,17 @@ def sizes(directory: Path) -> dict[str, int]:
     return {path.name: path.stat().st_size for path in directory.iterdir()}
 
 
+async def recording(recorder: RoomRecorder, bus: Bus, directory: Path, user_id: str,
+                    seconds: float) -> Participant:
+    """`user_id` consented, connected and recorded for about `seconds` past its first frame."""
+    peer = bus.join(user_id)
+    recorder.allow(user_id)
+    await peer.offer(recorder)
+    await first_frame(directory, user_id)
+    await asyncio.sleep(seconds)
+    return peer
+
+
 async def test_consenting_participant_gets_a_file_per_track(
         recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
     directory = tmp_path / "recordings"
@@ -160,11 +171,7 @@ async def test_participant_without_consent_gets_hangup_and_no_file(
 async def test_revocation_stops_writing_at_once(
         recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
     directory = tmp_path / "recordings"
-    alice = bus.join("alice")
-    recorder.allow("alice")
-    await alice.offer(recorder)
-    await first_frame(directory, "alice")
-    await asyncio.sleep(1.0)
+    alice = await recording(recorder, bus, directory, "alice", 1.0)
     files = by_kind(await recorder.revoke("alice"))
     assert recorder.recording_users == set()
     written = sizes(directory)
@@ -180,11 +187,7 @@ async def test_revocation_stops_writing_at_once(
 async def test_close_finishes_files_of_connected_peers(
         recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
     directory = tmp_path / "recordings"
-    alice = bus.join("alice")
-    recorder.allow("alice")
-    await alice.offer(recorder)
-    await first_frame(directory, "alice")
-    await asyncio.sleep(1.0)
+    alice = await recording(recorder, bus, directory, "alice", 1.0)
     loop = asyncio.get_running_loop()
     closing = loop.time()
     files = by_kind(await recorder.close())
@@ -227,11 +230,7 @@ async def test_trickled_candidates_are_used(recorder: RoomRecorder, bus: Bus,
 async def test_new_offer_is_a_new_connection_with_new_files(
         recorder: RoomRecorder, bus: Bus, tmp_path: Path) -> None:
     directory = tmp_path / "recordings"
-    alice = bus.join("alice")
-    recorder.allow("alice")
-    await alice.offer(recorder)
-    await first_frame(directory, "alice")
-    await asyncio.sleep(0.5)
+    alice = await recording(recorder, bus, directory, "alice", 0.5)
     await alice.offer(recorder)  # an ICE restart, aiortc style
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5
