@@ -82,8 +82,7 @@ class FileService:
             status = await self._scan(source)
             return await self._store(incoming, source, mime, status, cleaned)
         finally:
-            for leftover in (work, work.with_suffix(".enc")):
-                leftover.unlink(missing_ok=True)
+            work.unlink(missing_ok=True)
 
     async def _prepared(self, incoming: Incoming, mime: str, work: Path) -> tuple[Path, bool]:
         """The bytes to store: a de-identified copy of a DICOM file when asked for."""
@@ -118,9 +117,13 @@ class FileService:
         file_id = secrets.token_hex(16)
         dek, wrapped = self.keys.new_data_key()
         encrypted = self.blobs.scratch_dir() / f"{file_id}.enc"
-        sha256 = await asyncio.to_thread(crypto.encrypt_file, source, encrypted, file_id, dek)
-        size = (await asyncio.to_thread(os.stat, source)).st_size
-        await self.blobs.put(file_id, encrypted)
+        try:
+            sha256 = await asyncio.to_thread(crypto.encrypt_file, source, encrypted, file_id,
+                                             dek)
+            size = (await asyncio.to_thread(os.stat, source)).st_size
+            await self.blobs.put(file_id, encrypted)  # moved into the store when it succeeds
+        finally:
+            encrypted.unlink(missing_ok=True)
         try:
             record = await store.create(
                 self.db, file_id=file_id, room_id=incoming.room_id,

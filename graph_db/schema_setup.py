@@ -21,6 +21,17 @@ STATEMENTS = (
     "CREATE CONSTRAINT notification_key IF NOT EXISTS FOR (n:Notification) "
     "REQUIRE n.key IS UNIQUE",
     "CREATE INDEX notification_user IF NOT EXISTS FOR (n:Notification) ON (n.userId)",
+    # Shared files (graph_db/files.py): by id, a room's list, a message's attachments, the
+    # rescans' queue.
+    "CREATE CONSTRAINT file_id IF NOT EXISTS FOR (f:File) REQUIRE f.id IS UNIQUE",
+    "CREATE INDEX file_room IF NOT EXISTS FOR (f:File) ON (f.roomId)",
+    "CREATE INDEX file_message IF NOT EXISTS FOR (f:File) ON (f.messageId)",
+    "CREATE INDEX file_status IF NOT EXISTS FOR (f:File) ON (f.status)",
+    # Email digests (graph_db/digests.py): notifications by id and by digest, the outbox.
+    "CREATE CONSTRAINT notification_id IF NOT EXISTS FOR (n:Notification) REQUIRE n.id IS UNIQUE",
+    "CREATE INDEX notification_digest IF NOT EXISTS FOR (n:Notification) ON (n.digestId)",
+    "CREATE CONSTRAINT digest_id IF NOT EXISTS FOR (d:Digest) REQUIRE d.id IS UNIQUE",
+    "CREATE INDEX digest_status IF NOT EXISTS FOR (d:Digest) ON (d.status)",
     # The assistant's replies (graph_db/assistant.py): by id, and a room's newest.
     "CREATE CONSTRAINT assistant_reply_id IF NOT EXISTS FOR (a:AssistantReply) "
     "REQUIRE a.id IS UNIQUE",
