@@ -167,11 +167,13 @@ async def open_audit(settings: Settings, db: GraphDB, redis: ConnectionPool | No
         await sessions.aclose()
 
 
-def open_rtc(settings: Settings, db: GraphDB, hub: Hub, trail: AuditTrail) -> Rtc:
-    """Calls: their state in Redis when REDIS_URL is set (atomic across instances), else in
-    this process; signals over the hub's pub/sub."""
-    store: CallStore = (RedisCallStore(Redis.from_url(settings.redis_url, socket_timeout=2))
-                        if settings.redis_url else MemoryCallStore())
+def open_rtc(settings: Settings, db: GraphDB, hub: Hub, trail: AuditTrail,
+             redis: ConnectionPool | None) -> Rtc:
+    """Calls: their state in Redis when REDIS_URL is set (atomic across instances; on the
+    limiters' pool: the same server, the same short timeouts), else in this process; signals
+    over the hub's pub/sub."""
+    store: CallStore = (RedisCallStore(Redis(connection_pool=redis)) if redis is not None
+                        else MemoryCallStore())
     router = SignalRouter(hub.pubsub)
     calls = CallService(store, hub, router, trail, settings)
     return Rtc(calls=calls,
@@ -378,7 +380,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             hub.renderer = GraphQLRenderer(endpoint.documents.schema, hub.hints)
             verifier = TokenVerifier(settings)
             sends = GroupCommit(db)
-            rtc = open_rtc(settings, db, hub, trail)
+            rtc = open_rtc(settings, db, hub, trail, limits.pool)
             await rtc.start()
             inbox = Inbox(db, hub.pubsub)
             files, links = open_files(settings, db)

@@ -16,10 +16,10 @@ from observability.metrics import (
     rate_limited,
 )
 from resolvers import policy
-from resolvers.access import access_room
+from resolvers.access import access_room_for
 from resolvers.calls import in_room
 from resolvers.context import Context
-from resolvers.errors import BadInput, Forbidden, NotInCall
+from resolvers.errors import BadInput, NotInCall
 from rtc.quality import DEFAULT_PRESET, PRESETS, Quality, custom_problem
 from rtc.state import CallState, Presenter
 from transport.rate_limit import RateLimited
@@ -88,16 +88,13 @@ async def tune_share(ctx: Context, room_id: str, quality: Quality) -> Presenter:
 # -- recording -----------------------------------------------------------------------------
 
 async def start_recording(ctx: Context, room_id: str) -> CallState:
-    found = await access_room(ctx, room_id)
-    if not policy.can_record(found.viewer.role, found.member):
-        raise Forbidden("only a host records a call")
+    found = await access_room_for(ctx, room_id, policy.can_record, "record the call of")
     return await ctx.services.rtc.recordings.start(room_id, found.viewer.id)
 
 
 async def stop_recording(ctx: Context, room_id: str) -> CallState:
-    found = await access_room(ctx, room_id)
-    if not policy.can_record(found.viewer.role, found.member):
-        raise Forbidden("only a host stops a call's recording")
+    found = await access_room_for(ctx, room_id, policy.can_record,
+                                  "stop the recording of the call of")
     return await ctx.services.rtc.recordings.stop(room_id, found.viewer.id)
 
 

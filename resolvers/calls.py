@@ -22,7 +22,6 @@ from rtc.signals import Signal
 from rtc.state import CallState, Member, now_ms
 from transport.rate_limit import RateLimited
 
-KINDS = ("OFFER", "ANSWER", "ICE_CANDIDATE", "HANGUP")
 SESSION_ID_MAX = 64
 
 

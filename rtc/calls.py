@@ -100,7 +100,9 @@ class CallService:
 
         def change(state: CallState) -> tuple[Joined, Change]:
             now = now_ms()
-            gone = self._prune(state, now)
+            # The stale go as they go anywhere else: a stale presenter's share, a stale
+            # recorder's recording end with them.
+            done = self._after_leaving(state, self._prune(state, now))
             old = state.members.pop(user_id, None)
             allowed = state.video_senders() < self.max_video
             member = Member(user_id=user_id, session_id=secrets.token_urlsafe(12),
@@ -113,7 +115,7 @@ class CallService:
                 state.presenter.session_id = member.session_id  # a rejoin keeps presenting
             state.started_ms = state.started_ms or now
             state.members[user_id] = member
-            return Joined(member, state, allowed, old is not None), Change(gone)
+            return Joined(member, state, allowed, old is not None), done
 
         joined, done = await self.store.update(room_id, change)
         self._cancel_leaving(room_id, user_id)

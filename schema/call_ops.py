@@ -12,7 +12,6 @@ from resolvers import call_media, calls
 from resolvers.audit import audited
 from resolvers.context import Context
 from rtc.quality import Quality
-from rtc.state import CallState
 from schema.calls import (
     Call,
     CallParticipant,
@@ -71,10 +70,6 @@ def _quality(quality: ScreenShareQualityInput | None, preset: ScreenSharePreset 
     custom = (call_media.CustomQuality(quality.width, quality.height, quality.frame_rate,
                                        quality.max_bitrate_kbps) if quality else None)
     return call_media.quality_of(custom, preset.value if preset else None, default=default)
-
-
-def _recording(state: CallState) -> CallRecording:
-    return CallRecording.of_state(state)
 
 
 @strawberry.type
@@ -142,16 +137,16 @@ class CallMutation:
 
     @strawberry.mutation(extensions=audited("Recording", room="room_id"))
     async def start_recording(self, info: Ctx, room_id: strawberry.ID) -> CallRecording:
-        return _recording(await call_media.start_recording(info.context, room_id))
+        return CallRecording.of_state(await call_media.start_recording(info.context, room_id))
 
     @strawberry.mutation(extensions=audited("Recording", room="room_id"))
     async def stop_recording(self, info: Ctx, room_id: strawberry.ID) -> CallRecording:
-        return _recording(await call_media.stop_recording(info.context, room_id))
+        return CallRecording.of_state(await call_media.stop_recording(info.context, room_id))
 
     @strawberry.mutation(extensions=audited("Recording", room="room_id"))
     async def give_recording_consent(self, info: Ctx, room_id: strawberry.ID,
                                      granted: bool) -> CallRecording:
-        return _recording(await call_media.consent(info.context, room_id, granted))
+        return CallRecording.of_state(await call_media.consent(info.context, room_id, granted))
 
     @strawberry.mutation(description="How a peer connection went (the seed's WebRTC "
                                      "connection success rate, screen-share quality).")
