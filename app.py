@@ -201,8 +201,10 @@ async def open_assistant(settings: Settings, db: GraphDB, hub: Hub, trail: Audit
                          room_period_s=settings.ai_rate_period_seconds,
                          max_concurrency=settings.ai_max_concurrency,
                          room_daily_tokens=settings.ai_daily_token_budget)
-    quotas: Quotas = (RedisQuotas(Redis(connection_pool=redis), config) if redis is not None
-                      else MemoryQuotas(config))
+    # A slot outlives the longest answer, so only a dead instance's lapse.
+    lease = settings.ai_timeout_seconds + 60
+    quotas: Quotas = (RedisQuotas(Redis(connection_pool=redis), config, lease_s=lease)
+                      if redis is not None else MemoryQuotas(config, lease_s=lease))
     policy = Policy(total_s=settings.ai_timeout_seconds,
                     first_token_s=settings.ai_first_token_timeout_seconds,
                     retries=settings.ai_retries)
@@ -211,7 +213,7 @@ async def open_assistant(settings: Settings, db: GraphDB, hub: Hub, trail: Audit
                           model=settings.ai_model_name,
                           max_input_tokens=settings.ai_max_input_tokens,
                           max_output_tokens=settings.ai_max_output_tokens,
-                          stale_after_s=settings.ai_timeout_seconds + 60,
+                          stale_after_s=lease,
                           notify=inbox.assistant_replied)
     await assistant.start()
     return assistant

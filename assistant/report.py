@@ -10,7 +10,7 @@ import orjson
 
 from assistant.firewall import FIREWALL_VERSION, Vault
 from assistant.prompt import Built
-from assistant.run import Outcome, payload_hash
+from assistant.run import Outcome
 from audit import AuditTrail
 from graph_db.audit import AuditRecord, record_id
 from graph_db.audit import Outcome as AuditOutcome
@@ -37,20 +37,20 @@ class Report:
         self.trail = trail
         self.backend = backend
 
-    def refused(self, code: str) -> None:
+    def refused(self) -> None:
         AI_REQUESTS.labels("refused").inc()
 
     def phi_blocked(self, question: Question, reply_id: str, vault: Vault, built: Built,
-                    found: list[str], model: str) -> None:
+                    sha: str, found: list[str], model: str) -> None:
         """Stopped before anything left: the types found, never the values."""
         AI_REQUESTS.labels("phi_blocked").inc()
         AI_RESPONSE.labels("phi_blocked").observe(0)
-        details = self._sent(vault, built, model) | {"outcome": "phi_blocked",
-                                                     "leakTypes": sorted(set(found))}
+        details = self._sent(vault, built, sha, model) | {"outcome": "phi_blocked",
+                                                          "leakTypes": found}
         self._record(question, reply_id, AuditOutcome.DENIED, "AI_PHI_BLOCKED", details)
 
     def finished(self, question: Question, reply_id: str, vault: Vault, built: Built,
-                 outcome: Outcome, *, model: str, started: float,
+                 sha: str, outcome: Outcome, *, model: str, started: float,
                  citations: tuple[str, ...]) -> None:
         label = outcome.label
         total = time.monotonic() - started
@@ -63,7 +63,7 @@ class Report:
         AI_TOKENS.labels("out").inc(outcome.tokens_out or 0)
         for kind, count in vault.counts.items():
             AI_REDACTIONS.labels(kind).inc(count)
-        details = self._sent(vault, built, model) | {
+        details = self._sent(vault, built, sha, model) | {
             "modelVersion": outcome.model_version,
             "tokensIn": outcome.tokens_in, "tokensOut": outcome.tokens_out,
             "firstTokenMs": round(first * 1000) if first is not None else None,
@@ -73,12 +73,12 @@ class Report:
             "phiOnWire": sorted(set(outcome.phi)) or None}
         self._record(question, reply_id, _AUDIT_OUTCOME[label], outcome.code, details)
 
-    def _sent(self, vault: Vault, built: Built, model: str) -> dict[str, Any]:
+    def _sent(self, vault: Vault, built: Built, sha: str, model: str) -> dict[str, Any]:
         return {"backend": self.backend, "model": model, "messageIds": list(built.sent_ids),
                 "messageCount": len(built.sent_ids), "droppedForSize": built.dropped,
                 "redactions": dict(sorted(vault.counts.items())),
                 "firewallVersion": FIREWALL_VERSION,
-                "payloadSha256": payload_hash(built.request)}
+                "payloadSha256": sha}
 
     def _record(self, question: Question, reply_id: str, outcome: AuditOutcome,
                 code: str | None, details: dict[str, Any]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from assistant.backend import AIBackend, AIRequest, Chunk, UpstreamError, wire_guard
+from assistant.backend import AIBackend, AIRequest, Chunk, UpstreamError, guarded_by
 from assistant.firewall import Vault, safe_prefix
 from assistant.prompt import citations
 from assistant.upstream import Attempts, Policy, guarded_stream
@@ -45,10 +44,6 @@ def payload_of(request: AIRequest) -> bytes:
         "generationConfig": {"temperature": request.temperature,
                              "maxOutputTokens": request.max_output_tokens},
     })
-
-
-def payload_hash(request: AIRequest) -> str:
-    return hashlib.sha256(payload_of(request)).hexdigest()
 
 
 @dataclass
@@ -138,14 +133,14 @@ class Run:
 
     async def stream(self) -> Outcome:
         """Until the end, an upstream failure or cancellation (recorded, never raised)."""
-        token = wire_guard.set(self._guard)
+        stream = guarded_stream(self.backend, self.request, self.policy,
+                                self.outcome.attempts)
         try:
-            stream = guarded_stream(self.backend, self.request, self.policy,
-                                    self.outcome.attempts)
-            async with contextlib.aclosing(stream):  # an early end closes upstream at once
-                async for chunk in stream:
-                    self.outcome.absorb(chunk)
-                    await self._maybe_update()
+            with guarded_by(self._guard):
+                async with contextlib.aclosing(stream):  # an early end closes upstream at once
+                    async for chunk in stream:
+                        self.outcome.absorb(chunk)
+                        await self._maybe_update()
         except UpstreamError as error:
             self.outcome.error = error
         except PhiOnTheWire as found:
@@ -153,8 +148,6 @@ class Run:
         except asyncio.CancelledError:
             self.outcome.cancelled = self.outcome.cancelled or "cancelled"
             _uncancel()
-        finally:
-            wire_guard.reset(token)
         return self.outcome
 
     async def _maybe_update(self) -> None:

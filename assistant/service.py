@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -18,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from assistant.backend import AIBackend
+from assistant.backend import MODEL_UNAVAILABLE, TIMEOUT, AIBackend
 from assistant.firewall import Person, Vault
 from assistant.limits import Grant, QuotaRefused, Quotas
 from assistant.prompt import Built, Item, build, estimate_tokens
@@ -69,6 +70,7 @@ class _Call:
     reply: ReplyRecord
     vault: Vault
     built: Built
+    payload_sha: str  # of the redacted request (audit)
     grant: Grant
     started: float
     task: asyncio.Task[None] | None = None
@@ -128,13 +130,13 @@ class Assistant:
         started = time.monotonic()
         reply_id = str(uuid.uuid4())
         # The firewall is pure Python and costs ~0.2 s on a full context: not on the loop.
-        vault, built, found = await asyncio.to_thread(self._prepare, question)
+        vault, built, payload, found = await asyncio.to_thread(self._prepare, question)
+        sha = hashlib.sha256(payload).hexdigest()
         if found:  # fail closed: nothing leaves, nothing is stored
-            self.report.phi_blocked(question, reply_id, vault, built, found, self.model)
+            self.report.phi_blocked(question, reply_id, vault, built, sha, found, self.model)
             raise Refused("AI_PHI_BLOCKED", "the question or the discussion holds identifiers "
-                          "the firewall could not replace; nothing was sent", types=sorted(set(
-                              found)))
-        estimate = estimate_tokens(payload_of(built.request).decode()) + self.max_output_tokens
+                          "the firewall could not replace; nothing was sent", types=found)
+        estimate = estimate_tokens(payload.decode()) + self.max_output_tokens
         grant = await self._admit(question, reply_id, estimate)
         try:
             reply = await store.create(self.db, reply_id=reply_id, room_id=question.room_id,
@@ -146,28 +148,30 @@ class Assistant:
         if reply is None:
             await self.quotas.finish(grant, 0)
             raise Refused("NOT_FOUND", "room not found")
-        call = _Call(question, reply, vault, built, grant, started)
+        call = _Call(question, reply, vault, built, sha, grant, started)
         self.calls[reply_id] = call
         AI_INFLIGHT.inc()
         await self._snapshot(call, "")
         call.task = asyncio.create_task(self._answer(call), name=f"assistant-{reply_id}")
         return reply
 
-    def _prepare(self, question: Question) -> tuple[Vault, Built, list[str]]:
-        """The request through a fresh vault, and what the leak search finds in it."""
+    def _prepare(self, question: Question) -> tuple[Vault, Built, bytes, list[str]]:
+        """The request through a fresh vault, serialized, and what the leak search finds in
+        it."""
         vault = Vault(question.people)
         built = build(vault, question.items, asker_id=question.asker_id,
                       asker_role=question.asker_role, prompt=question.prompt, model=self.model,
                       max_input_tokens=self.max_input_tokens,
                       max_output_tokens=self.max_output_tokens)
-        return vault, built, vault.leaks(payload_of(built.request))
+        payload = payload_of(built.request)
+        return vault, built, payload, vault.leaks(payload)
 
     async def _admit(self, question: Question, reply_id: str, estimate: int) -> Grant:
         try:
             return await self.quotas.admit(question.asker_id, question.room_id, reply_id,
                                            estimate)
         except QuotaRefused as refused:
-            self.report.refused(refused.code)
+            self.report.refused()
             raise Refused(refused.code, _QUOTA_MESSAGES[refused.reason],
                           retryAfter=max(1, round(refused.retry_after)),
                           reason=refused.reason) from None
@@ -179,13 +183,11 @@ class Assistant:
         try:
             run = Run(self._backend(), call.built.request, call.vault, self.policy,
                       lambda text: self._snapshot(call, text))
+            if call.reason is None:  # else cancelled before it even started
+                await run.stream()
             outcome = run.outcome
-            outcome.cancelled = call.reason  # cancelled before it even started
-            if call.reason is None:
-                outcome = await run.stream()
-            if call.reason is not None:
-                outcome.cancelled = call.reason
-            if outcome.error is not None and outcome.error.code == "AI_MODEL_UNAVAILABLE":
+            outcome.cancelled = call.reason or outcome.cancelled
+            if outcome.error is not None and outcome.error.code == MODEL_UNAVAILABLE:
                 self._unavailable_until = time.monotonic() + UNAVAILABLE_KEPT_S
             await self._finish(call, outcome)
         except Exception:
@@ -205,7 +207,8 @@ class Assistant:
         used = (outcome.tokens_in or 0) + (outcome.tokens_out or 0)
         await self.quotas.finish(call.grant, used)
         await self._announce(events)
-        self.report.finished(call.question, call.reply.id, call.vault, call.built, outcome,
+        self.report.finished(call.question, call.reply.id, call.vault, call.built,
+                             call.payload_sha, outcome,
                              model=self.model,
                              started=call.started, citations=ending.citations)
         if record is not None and self.notify is not None:
@@ -278,7 +281,7 @@ class Assistant:
             if reply.id in self.calls:
                 continue
             _, events = await store.finish(self.db, reply.id, reply.room_id, store.Ending(
-                store.FAILED, reply.text, error_code="AI_UPSTREAM_TIMEOUT"))
+                store.FAILED, reply.text, error_code=TIMEOUT))
             await self._announce(events)
 
     def sizes(self) -> dict[str, int]:

@@ -7,7 +7,7 @@ with its other content (soft-deleted rooms are never read)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -77,7 +77,6 @@ class Ending:
     tokens_in: int | None = None
     tokens_out: int | None = None
     error_code: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _FIELDS = "a {.*} AS a"
@@ -108,12 +107,6 @@ RECENT = f"""
 MATCH (a:AssistantReply {{roomId: $roomId}})
 WHERE ($since IS NULL OR a.createdAt >= $since) AND ($done = false OR a.status <> 'STREAMING')
 WITH a ORDER BY a.createdAt DESC, a.id DESC LIMIT $limit
-RETURN {_FIELDS}
-"""
-
-OPEN = f"""
-MATCH (a:AssistantReply {{roomId: $roomId}}) WHERE a.status = 'STREAMING'
-  AND ($askedBy IS NULL OR a.askedBy = $askedBy)
 RETURN {_FIELDS}
 """
 
@@ -164,10 +157,10 @@ async def _room_open(tx: Tx, room_id: str) -> bool:
     return bool(row and row["open"])
 
 
-async def by_ids(db: GraphDB, ids: list[str]) -> dict[str, ReplyRecord]:
+async def replies_by_ids(db: GraphDB, ids: list[str]) -> list[ReplyRecord | None]:
     rows = await db.read_rows(BY_IDS, ids=ids)
-    found = (ReplyRecord.from_row(r["a"]) for r in rows)
-    return {f.id: f for f in found}
+    found = {r["a"]["id"]: ReplyRecord.from_row(r["a"]) for r in rows}
+    return [found.get(i) for i in ids]
 
 
 async def recent(db: GraphDB, room_id: str, *, limit: int, since_ms: int | None = None,
@@ -176,12 +169,6 @@ async def recent(db: GraphDB, room_id: str, *, limit: int, since_ms: int | None 
     rows = await db.read_rows(RECENT, roomId=room_id, since=since_ms, done=done_only,
                               limit=limit)
     return [ReplyRecord.from_row(r["a"]) for r in reversed(rows)]
-
-
-async def open_replies(db: GraphDB, room_id: str,
-                       asked_by: str | None = None) -> list[ReplyRecord]:
-    rows = await db.read_rows(OPEN, roomId=room_id, askedBy=asked_by)
-    return [ReplyRecord.from_row(r["a"]) for r in rows]
 
 
 async def stale(db: GraphDB, before_ms: int) -> list[ReplyRecord]:

@@ -36,6 +36,9 @@ STATEMENTS = (
     "CREATE CONSTRAINT assistant_reply_id IF NOT EXISTS FOR (a:AssistantReply) "
     "REQUIRE a.id IS UNIQUE",
     "CREATE INDEX assistant_reply_room IF NOT EXISTS FOR (a:AssistantReply) ON (a.roomId)",
+    # The sweep of replies a dead instance left streaming.
+    "CREATE INDEX assistant_reply_status IF NOT EXISTS FOR (a:AssistantReply) "
+    "ON (a.status, a.createdAt)",
     # The audit trail (graph_db/audit.py): read newest first, by actor or by room.
     "CREATE INDEX audit_at IF NOT EXISTS FOR (e:AuditEvent) ON (e.atMs)",
     "CREATE INDEX audit_actor IF NOT EXISTS FOR (e:AuditEvent) ON (e.actorId)",

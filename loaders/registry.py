@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
-from graph_db import files, join_requests, messages, participants, rooms, users
+from graph_db import assistant, files, join_requests, messages, participants, rooms, users
 from graph_db.driver import GraphDB
 from graph_db.messages import MessageRecord, ReactionRecord
 from graph_db.models import JoinRequestRecord, ParticipantRecord, RoomRecord, UserRecord
@@ -58,6 +58,7 @@ class Loaders:
     file: DataLoader[str, Any]
     # Keyed by message id: its attached files.
     attachments: DataLoader[str, list[Any]]
+    assistant_reply: DataLoader[str, Any]
     # Keyed by room id: its call (rtc/state.CallState), from Redis or the process.
     call: DataLoader[str, Any]
 
@@ -116,4 +117,5 @@ _FETCHES: dict[str, Callable[[GraphDB, list[Any]], Awaitable[Sequence[Any]]]] = 
     "unread_count": messages.unread_counts,
     "file": files.files_by_ids,
     "attachments": files.of_messages,
+    "assistant_reply": assistant.replies_by_ids,
 }

@@ -139,8 +139,8 @@ AI_RESPONSE = Histogram("collab_ai_response_seconds", "Assistant answers, from t
 AI_FIRST_TOKEN = Histogram("collab_ai_time_to_first_token_seconds", "From the request to the "
                            "first text of the answer.", registry=REGISTRY,
                            buckets=(.1, .25, .5, 1, 2, 4, 8, 15, 30))
-AI_REQUESTS = Counter("collab_ai_requests", "askAssistant calls, by outcome (refused: limits, "
-                      "access or configuration; phi_blocked: the firewall stopped it).",
+AI_REQUESTS = Counter("collab_ai_requests", "askAssistant calls, by outcome (refused: the "
+                      "assistant's limits; phi_blocked: the firewall stopped it).",
                       ["outcome"], registry=REGISTRY)
 AI_TOKENS = Counter("collab_ai_tokens", "Tokens the model reported, by direction (in, out).",
                     ["direction"], registry=REGISTRY)

@@ -15,7 +15,13 @@ from graph_db.assistant import ReplyRecord
 from graph_db.messages import MessageRecord
 from graph_db.models import RoomRecord
 from resolvers import message_fields, pagination, policy, validation
-from resolvers.access import RoomAccess, access_room, access_room_for, find_room
+from resolvers.access import (
+    MAX_ID_LENGTH,
+    RoomAccess,
+    access_room,
+    access_room_for,
+    find_room,
+)
 from resolvers.context import Context
 from resolvers.errors import (
     AI_ERRORS,
@@ -113,8 +119,8 @@ async def _recent_messages(ctx: Context, room: RoomRecord, limit: int) -> list[M
 
 async def access_reply(ctx: Context, reply_id: str) -> tuple[ReplyRecord, RoomAccess]:
     """A reply of a room the caller participates in; missing or not theirs: NOT_FOUND."""
-    reply = (await store.by_ids(ctx.db, [reply_id])).get(reply_id) if 0 < len(
-        reply_id) <= 64 else None
+    reply: ReplyRecord | None = (await ctx.loaders.assistant_reply.load(reply_id)
+                                 if 0 < len(reply_id) <= MAX_ID_LENGTH else None)
     found = await find_room(ctx, reply.room_id) if reply else None
     if reply is None or found is None or not policy.can_see_inside(found.viewer.role,
                                                                     found.member):
@@ -127,9 +133,12 @@ async def cancel(ctx: Context, reply_id: str) -> ReplyRecord:
     if reply.asked_by != found.viewer.id and not policy.can_manage(found.viewer.role,
                                                                     found.member):
         raise Forbidden("only its asker, a host or a moderator cancels an answer")
-    if not reply.done and ctx.services.assistant is not None:
-        await ctx.services.assistant.cancel(reply.id)
-    return (await store.by_ids(ctx.db, [reply.id]))[reply.id]
+    if reply.done or ctx.services.assistant is None:
+        return reply
+    await ctx.services.assistant.cancel(reply.id)
+    ctx.loaders.assistant_reply.clear(reply.id)
+    found_reply: ReplyRecord = await ctx.loaders.assistant_reply.load(reply.id)
+    return found_reply
 
 
 async def reply_of(ctx: Context, reply_id: str) -> ReplyRecord:
@@ -153,6 +162,5 @@ async def set_room_assistant(ctx: Context, room_id: str, enabled: bool) -> RoomR
     await ctx.announce(events)
     if not isinstance(outcome, RoomRecord):
         raise NotFound("room")
-    ctx.loaders.clear_all()
     return outcome
 

@@ -14,7 +14,6 @@ from resolvers import assistant as resolve
 from resolvers import room_events
 from resolvers.audit import audited
 from resolvers.context import Context
-from resolvers.errors import AI_ERRORS
 from schema.rooms import Room
 from schema.users import User
 
@@ -102,9 +101,8 @@ class AssistantReply:
     @strawberry.field
     def error(self) -> AssistantError | None:
         code = self._record.error_code
-        if code is None or code not in AI_ERRORS:
-            return None
-        return AssistantError(code=code, message=_ERROR_MESSAGES.get(code, code))
+        message = _ERROR_MESSAGES.get(code or "")
+        return AssistantError(code=code, message=message) if code and message else None
 
 
 @strawberry.type

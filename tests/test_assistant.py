@@ -299,8 +299,8 @@ async def test_cancelling_closes_the_upstream_stream(ai: LiveServer, crowd: Peop
         if how == "delete":  # the room is gone: its stream ends, the reply is cancelled
             assert ai.services.assistant is not None
             await wait_for(lambda: not ai.services.assistant.calls)  # type: ignore[union-attr]
-            stored = ai.call(replies.by_ids(ai.services.db, [asked["id"]]))[asked["id"]]
-            assert stored.status == "CANCELLED"
+            (stored,) = ai.call(replies.replies_by_ids(ai.services.db, [asked["id"]]))
+            assert stored is not None and stored.status == "CANCELLED"
             break
         _, reply = await final(client, "ev", asked["id"])
         assert reply["status"] == "CANCELLED", how
