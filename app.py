@@ -259,7 +259,8 @@ def open_digests(settings: Settings, db: GraphDB, hub: Hub) -> Digests:
                       delay_s=settings.notification_email_delay_seconds,
                       sender=settings.email_from,
                       base_url=settings.public_base_url or "http://localhost:8002",
-                      unsubscribe=unsubscribe_tokens(settings))
+                      unsubscribe=Unsubscribe(settings.jwt_secret_key.encode()
+                                              + master_key(settings)))
     hub.on_offline.append(lambda user_id: outbox.seen(db, user_id))
     return digests
 
@@ -269,10 +270,6 @@ async def audit_scan(trail: AuditTrail, record: FileRecord) -> None:
     trail.system("file.scan", actor_id=record.uploader_id, room_id=record.room_id,
                  object_type="File", object_id=record.id,
                  code=None if record.status == "CLEAN" else record.status)
-
-
-def unsubscribe_tokens(settings: Settings) -> Unsubscribe:
-    return Unsubscribe(settings.jwt_secret_key.encode() + master_key(settings))
 
 
 def persisted_operations(settings: Settings) -> PersistedOperations:
@@ -413,13 +410,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await limits.aclose()
                 await asyncio.to_thread(tracing.shutdown, tracer)  # flushes: may wait
                 forget_this_process()
-    downloads = Downloads(Links(master_key(settings), ttl=settings.download_url_ttl))
     routes = [
         Route("/graphql", endpoint, methods=None),  # the endpoint answers other methods 405
         WebSocketRoute("/graphql", endpoint),
-        Route("/files/{token}", downloads.handle, methods=["GET"]),
+        Route("/files/{token}", Downloads().handle, methods=["GET"]),
         Route("/notifications/unsubscribe/{token}",
-              UnsubscribeEndpoint(unsubscribe_tokens(settings)).handle,
+              UnsubscribeEndpoint().handle,
               methods=["GET", "POST"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

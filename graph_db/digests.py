@@ -213,15 +213,21 @@ async def settings_of(db: GraphDB, user_id: str) -> tuple[str, int | None, dict[
 
 async def update_settings(db: GraphDB, user_id: str, *, email: str | None,
                           dnd_until: int | None, clear_dnd: bool,
-                          rooms: dict[str, str]) -> list[str]:
-    """The rooms set (those the user is in)."""
-    async def work(tx: Tx) -> list[str]:
+                          rooms: dict[str, str]) -> bool:
+    """False, and nothing written, when the user is not in one of `rooms`."""
+    async def work(tx: Tx) -> bool:
         await tx.rows(SET_EMAIL, userId=user_id, email=email, dndUntil=dnd_until,
                       clearDnd=clear_dnd, defaultPref=DEFAULT_EMAIL)
-        done = []
         for room_id, level in rooms.items():
-            if await tx.one(SET_ROOM, userId=user_id, roomId=room_id, level=level):
-                done.append(room_id)
-        return done
+            if not await tx.one(SET_ROOM, userId=user_id, roomId=room_id, level=level):
+                raise _NotIn  # rolls the whole change back
+        return True
 
-    return await db.write(work)
+    try:
+        return await db.write(work)
+    except _NotIn:
+        return False
+
+
+class _NotIn(Exception):
+    """A room of the settings the user is not in."""

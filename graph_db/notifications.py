@@ -15,7 +15,7 @@ from graph_db.models import _at, now_ms
 
 
 @dataclass(frozen=True, slots=True)
-class NotificationRecord:
+class NewNotification:
     id: str
     key: str
     user_id: str
@@ -24,7 +24,18 @@ class NotificationRecord:
     body: str | None
     room_id: str | None
     actor_id: str | None
-    ref_id: str | None  # the message, request or file it is about
+    ref_id: str | None  # the message, request, file or assistant reply it is about
+
+    def row(self, now: int) -> dict[str, Any]:
+        return {"id": self.id, "key": self.key, "userId": self.user_id, "kind": self.kind,
+                "title": self.title, "body": self.body, "roomId": self.room_id,
+                "actorId": self.actor_id, "refId": self.ref_id, "createdAt": now}
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRecord(NewNotification):
+    """A stored one: when it was made and read."""
+
     created_ms: int
     read_ms: int | None
 
@@ -42,24 +53,6 @@ class NotificationRecord:
                    title=n["title"], body=n.get("body"), room_id=n.get("roomId"),
                    actor_id=n.get("actorId"), ref_id=n.get("refId"),
                    created_ms=n["createdAt"], read_ms=n.get("readAt"))
-
-
-@dataclass(frozen=True, slots=True)
-class NewNotification:
-    id: str
-    key: str
-    user_id: str
-    kind: str
-    title: str
-    body: str | None
-    room_id: str | None
-    actor_id: str | None
-    ref_id: str | None
-
-    def row(self, now: int) -> dict[str, Any]:
-        return {"id": self.id, "key": self.key, "userId": self.user_id, "kind": self.kind,
-                "title": self.title, "body": self.body, "roomId": self.room_id,
-                "actorId": self.actor_id, "refId": self.ref_id, "createdAt": now}
 
 
 # `created` is true only where this statement made the node: only those are announced.

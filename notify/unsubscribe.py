@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from graph_db import digests as outbox
-from notify.digests import Unsubscribe
 from resolvers.context import Services
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>Unsubscribe</title>
@@ -19,16 +18,15 @@ HEADERS = {"cache-control": "no-store", "referrer-policy": "no-referrer",
 
 
 class UnsubscribeEndpoint:
-    def __init__(self, tokens: Unsubscribe) -> None:
-        self.tokens = tokens
+    """Checks tokens with the digests' own (made once, at start-up)."""
 
     async def handle(self, request: Request) -> Response:
-        user_id = self.tokens.user_of(request.path_params["token"])
+        services: Services = request.app.state.services
+        user_id = services.digests.unsubscribe.user_of(request.path_params["token"])
         if user_id is None:
             return PlainTextResponse("not found\n", status_code=404, headers=HEADERS)
         if request.method != "POST":
             return HTMLResponse(PAGE, headers=HEADERS)
-        services: Services = request.app.state.services
         await outbox.update_settings(services.db, user_id, email="OFF", dnd_until=None,
                                      clear_dnd=False, rooms={})
         return PlainTextResponse("You will get no more notification emails.\n",

@@ -87,9 +87,7 @@ async def update_settings(ctx: Context, *, email: str | None, dnd_until: datetim
     if dnd_until is not None and dnd_until.tzinfo is None:
         raise BadInput("input.doNotDisturbUntil", "needs a time zone")
     dnd_ms = int(dnd_until.timestamp() * 1000) if dnd_until is not None else None
-    done = await digests.update_settings(ctx.db, viewer.id, email=email, dnd_until=dnd_ms,
-                                         clear_dnd=clear_dnd, rooms=rooms)
-    missing = set(rooms) - set(done)
-    if missing:
+    if not await digests.update_settings(ctx.db, viewer.id, email=email, dnd_until=dnd_ms,
+                                         clear_dnd=clear_dnd, rooms=rooms):
         raise NotFound("room")  # not a participant there: same answer as a missing room
     return await settings(ctx)

@@ -135,6 +135,12 @@ async def test_muted_rooms_and_unsubscribe(crowd: People, mailing: LiveServer,
     muted = await quiet.gql(SETTINGS, input={"rooms": [{"roomId": room_id, "level": "MUTED"}]})
     assert muted["updateNotificationSettings"]["rooms"] == [
         {"level": "MUTED", "room": {"id": room_id}}]
+    # A room they are not in refuses the whole change: nothing of it is written.
+    other = (await make_room(host))["id"]
+    assert await quiet.error(SETTINGS, input={"email": "OFF", "rooms": [
+        {"roomId": other, "level": "ALL"}]}) == "NOT_FOUND"
+    assert (await quiet.gql("{ notificationSettings { email } }"))["notificationSettings"][
+        "email"] == "MENTIONS"
     await host.gql(SEND, room=room_id, content=f"<@{quiet.id}> hello")
     await tick(mailing)
     assert to(sink, "quiet@clinic.example") == []

@@ -20,7 +20,6 @@ from starlette.responses import Response, StreamingResponse
 
 from auth import AuthError, parse_bearer
 from files import crypto, sniff
-from files.links import Links
 from files.service import FileService
 from graph_db import files as store
 from graph_db import participants
@@ -71,12 +70,11 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
 
 
 class Downloads:
-    def __init__(self, links: Links) -> None:
-        self.links = links
+    """Checks tokens with the services' links (made with the master key once, at start-up)."""
 
     async def handle(self, request: Request) -> Response:
         services: Services = request.app.state.services
-        grant = self.links.check(request.path_params["token"])
+        grant = services.links.check(request.path_params["token"])
         if grant is not None and not await _same_user(services, request, grant.user_id):
             grant = None
         record = await self._servable(services, grant.file_id, grant.user_id) if grant else None
