@@ -42,6 +42,7 @@ class Change:
     left: list[tuple[Member, str]]  # (member, reason)
     share_ended: bool = False
     recording_ended: bool = False
+    recorded: bool = False  # a recording was on: who left must leave it too
 
 
 def member_data(member: Member, state: CallState) -> dict[str, Any]:
@@ -64,7 +65,8 @@ class CallService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         # Set by the recording service: told when a recorded participant leaves.
-        self.on_left: list[Callable[[str, str], Any]] = []
+        # Told (room, user, whether the recording ended) when someone leaves a recorded call.
+        self.on_left_recording: list[Callable[[str, str, bool], Any]] = []
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="call-sweep")
@@ -174,7 +176,7 @@ class CallService:
             state.recording.started_ms = state.recording.requested_by = None
             for member in state.members.values():
                 member.consent, member.consent_ms = None, None
-        return Change(gone, share_ended, recording_ended)
+        return Change(gone, share_ended, recording_ended, recorded=recording)
 
     def _prune(self, state: CallState, now: int) -> list[tuple[Member, str]]:
         stale = [m for m in state.members.values() if not m.alive(now, self.stale_ms)]
@@ -191,8 +193,9 @@ class CallService:
                               object_type="Call", object_id=member.session_id, code=reason)
             await self.publish(room_id, EventType.CALL_PARTICIPANT_LEFT, member.user_id,
                                reason=reason)
-            for hook in self.on_left:
-                await hook(room_id, member.user_id)
+            if done.recorded:
+                for hook in self.on_left_recording:
+                    await hook(room_id, member.user_id, done.recording_ended)
         if done.share_ended:
             await self.publish(room_id, EventType.SCREEN_SHARE_CHANGED, None,
                                screenShare=None)

@@ -44,7 +44,7 @@ class RecordingService:
         # file of the room, its plaintext deleted. Unset: the files stay here, 0600.
         self.keep: Callable[[str, str, Path], Awaitable[Any]] | None = None
         self.finished: dict[str, list[TrackFile]] = {}  # by recording id (tests, alerts)
-        calls.on_left.append(self._left)
+        calls.on_left_recording.append(self._left)
 
     def _check_enabled(self) -> None:
         if not self.enabled:
@@ -125,13 +125,13 @@ class RecordingService:
                                       session_id="", sdp=None, candidate=None,
                                       at_ms=now_ms()))
 
-    async def _left(self, room_id: str, user_id: str) -> None:
-        """A participant left the call: their recording ends (wherever the recorder runs);
-        the last one out ended the recording itself (rtc/calls.py), so the recorder stops."""
+    async def _left(self, room_id: str, user_id: str, ended: bool) -> None:
+        """A participant left a recorded call: their recording ends (wherever the recorder
+        runs); when the recording itself ended with it (the last one out), the recorder
+        stops."""
         if user_id == RECORDER_ID:
             return
-        state = await self.calls.state(room_id)
-        await self._control(room_id, user_id, REVOKE if state.people else STOP)
+        await self._control(room_id, user_id, STOP if ended else REVOKE)
 
     # -- the recorder peer, on this instance -----------------------------------------------
 
