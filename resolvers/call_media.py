@@ -13,16 +13,14 @@ from observability.metrics import (
     WEBRTC_CONNECTIONS,
     WEBRTC_PACKET_LOSS,
     WEBRTC_RTT,
-    rate_limited,
 )
 from resolvers import policy
 from resolvers.access import access_room_for
-from resolvers.calls import in_room
+from resolvers.calls import in_room, limit
 from resolvers.context import Context
 from resolvers.errors import BadInput, NotInCall
 from rtc.quality import DEFAULT_PRESET, PRESETS, Quality, custom_problem
 from rtc.state import CallState, Presenter
-from transport.rate_limit import RateLimited
 
 CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay", "unknown")
 
@@ -141,10 +139,7 @@ async def report_stats(ctx: Context, stats: CallStats) -> bool:
     _check_stats(stats)
     found = await in_room(ctx, stats.room_id)
     rtc = ctx.services.rtc
-    wait = rtc.report_rates.take(found.viewer.id)
-    if wait is not None:
-        rate_limited("call_stats")
-        raise RateLimited(max(1, round(wait + 0.5)))
+    limit(rtc.report_rates, found.viewer.id, "call_stats")
     me = (await rtc.calls.state(stats.room_id)).members.get(found.viewer.id)
     if me is None or me.session_id != stats.session_id:
         raise NotInCall("you are not in this room's call with that session", who="sender")

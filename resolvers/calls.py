@@ -18,7 +18,7 @@ from resolvers.context import Context
 from resolvers.errors import BadInput, NotInCall
 from rtc import turn
 from rtc.calls import Joined
-from rtc.signals import Signal
+from rtc.signals import SessionRates, Signal
 from rtc.state import CallState, Member, now_ms
 from transport.rate_limit import RateLimited
 
@@ -28,6 +28,14 @@ SESSION_ID_MAX = 64
 async def in_room(ctx: Context, room_id: str) -> RoomAccess:
     """The access helper of calls: a room the caller participates in."""
     return await access_room_for(ctx, room_id, policy.can_call, "take part in the call of")
+
+
+def limit(rates: SessionRates, key: str, kind: str) -> None:
+    """RATE_LIMITED (counted under `kind`) when `key`'s bucket is empty."""
+    wait = rates.take(key)
+    if wait is not None:
+        rate_limited(kind)
+        raise RateLimited(max(1, round(wait + 0.5)))
 
 
 def ice(ctx: Context, *, with_turn: bool) -> turn.IceConfiguration:
@@ -108,10 +116,7 @@ async def send_signal(ctx: Context, room_id: str, to_user: str, kind: str, sessi
     candidate = _checked_signal(ctx, kind, session_id, sdp, candidate)
     found = await in_room(ctx, room_id)
     rtc = ctx.services.rtc
-    wait = rtc.signal_rates.take(session_id)
-    if wait is not None:
-        rate_limited("signals")
-        raise RateLimited(max(1, round(wait + 0.5)))
+    limit(rtc.signal_rates, session_id, "signals")
     state = await rtc.calls.state(room_id)
     me = state.members.get(found.viewer.id)
     if me is None or me.session_id != session_id:

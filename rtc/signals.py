@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ import orjson
 
 from realtime.channels import Channels
 from realtime.pubsub import PubSub
+from transport.ws_limits import TokenBucket
 
 log = logging.getLogger(__name__)
 BUCKETS_KEPT = 10_000
@@ -85,17 +85,12 @@ class SessionRates:
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, burst
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def take(self, session_id: str) -> float | None:
         """None when allowed, else the seconds until a signal is allowed again."""
-        now = time.monotonic()
-        tokens, last = self._buckets.pop(session_id, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        self._buckets[session_id] = (tokens, now)
+        bucket = self._buckets.pop(session_id, None) or TokenBucket(self.rate, self.burst)
+        self._buckets[session_id] = bucket  # the most recently used last
         if len(self._buckets) > BUCKETS_KEPT:
             self._buckets.popitem(last=False)
-        return None if allowed else (1.0 - tokens) / self.rate
+        return None if bucket.take() else bucket.wait()

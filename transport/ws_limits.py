@@ -48,3 +48,7 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
+
+    def wait(self) -> float:
+        """Seconds until the next token (after a refused take)."""
+        return max(0.0, (1 - self.tokens) / self.rate)
