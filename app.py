@@ -261,7 +261,7 @@ def open_digests(settings: Settings, db: GraphDB, hub: Hub) -> Digests:
                       base_url=settings.public_base_url or "http://localhost:8002",
                       unsubscribe=Unsubscribe(settings.jwt_secret_key.encode()
                                               + master_key(settings)))
-    hub.on_offline.append(lambda user_id: outbox.seen(db, user_id))
+    hub.presence.on_offline.append(lambda user_id: outbox.seen(db, user_id))
     return digests
 
 

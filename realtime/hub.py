@@ -7,8 +7,6 @@ import asyncio
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 from graph_db import events as event_log
 from graph_db.driver import GraphDB
@@ -48,7 +46,6 @@ class Hub:
         self._stream_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
         self._heartbeat: asyncio.Task[None] | None = None
-        self.on_offline: list[Callable[[str], Coroutine[Any, Any, None]]] = []
         pubsub.on_reconnect(self._resync_all)
 
     async def start(self) -> None:
@@ -94,9 +91,6 @@ class Hub:
 
     async def _announce_presence(self, room_id: str, user_id: str, online: bool) -> None:
         await self.publish_ephemeral(room_id, EventType.PRESENCE_CHANGED, user_id, online=online)
-        if not online:
-            for hook in self.on_offline:  # email digests: "no live connection since"
-                spawn(hook(user_id))
 
     # -- subscribing ---------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -135,6 +135,9 @@ class Presence:
         # Per user: how many of their (room, user) pairs are in _local or _leaving, so the
         # last one to go also takes the user's "online here" entry with it.
         self._pairs_of_user: Counter[str] = Counter()
+        # Told once a user has no socket left in this process (email digests: "no live
+        # connection since"), not once per room they were in.
+        self.on_offline: list[Callable[[str], Coroutine[Any, Any, None]]] = []
 
     async def join(self, room_id: str, user_id: str) -> None:
         key = (room_id, user_id)
@@ -172,6 +175,9 @@ class Presence:
         try:
             if await self.store.remove(*key, user_gone=user_gone):
                 await self.announce(key[0], key[1], False)
+                if user_gone:
+                    for hook in self.on_offline:
+                        spawn(hook(user_id))
         except Exception:
             log.warning("presence update for %s failed", key, exc_info=True)
 
