@@ -59,11 +59,6 @@ class Inbox:
     def message_posted(self, message: MessageRecord, event: EventRecord) -> None:
         self._spawn(self._message(message, event))
 
-    def join_requested(self, request: JoinRequestRecord, event: EventRecord) -> None:
-        self._spawn(self._to_query(store.MANAGERS, "JOIN_REQUEST", _key(event),
-                                   request.room_id, request.user_id, request.id,
-                                   roomId=request.room_id))
-
     def decided(self, request: JoinRequestRecord, approved: bool, actor_id: str) -> None:
         body = "approved" if approved else "declined"
         self._spawn(self._send([self._new(
@@ -88,9 +83,13 @@ class Inbox:
                                     reply.room_id, None, reply.id, body=body)], None)
 
     def room_events(self, events: list[EventRecord], actor_id: str) -> None:
-        """Invitations (someone else added to the room) and room updates."""
+        """Join requests, invitations (someone else added to the room) and room updates."""
         for event in events:
-            if event.type is EventType.PARTICIPANT_JOINED and event.user_id != actor_id:
+            if event.type is EventType.JOIN_REQUESTED:
+                self._spawn(self._to_query(store.MANAGERS, "JOIN_REQUEST", _key(event),
+                                           event.room_id, actor_id, event.request_id,
+                                           roomId=event.room_id))
+            elif event.type is EventType.PARTICIPANT_JOINED and event.user_id != actor_id:
                 self._spawn(self._invited(event, actor_id))
             elif event.type is EventType.ROOM_UPDATED:
                 self._spawn(self._to_query(store.PARTICIPANTS, "ROOM_UPDATED", _key(event),

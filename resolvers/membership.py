@@ -60,9 +60,7 @@ async def join_room(ctx: Context, room_id: str, message: str | None) -> JoinResu
         request, events = await join_requests.request_to_join(
             ctx.db, request_id=str(uuid.uuid4()), room_id=room_id, user_id=viewer.id,
             message=note)
-        await ctx.announce(events)
-        for event in events:  # none when the request was already pending
-            ctx.services.inbox.join_requested(request, event)
+        await ctx.announce(events)  # none when the request was already pending
         return JoinResult(False, room, request)
     outcome, events = await participants.join(ctx.db, room_id, viewer.id)
     await ctx.announce(events)
