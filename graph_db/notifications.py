@@ -25,14 +25,18 @@ class NewNotification:
     room_id: str | None
     actor_id: str | None
     ref_id: str | None  # the message, request, file or assistant reply it is about
+    # When its cause happened (a room event's time): notifications worked out concurrently
+    # off the request path still list in the order of their causes. None: when written.
+    at_ms: int | None = None
 
     def row(self, now: int) -> dict[str, Any]:
         return {"id": self.id, "key": self.key, "userId": self.user_id, "kind": self.kind,
                 "title": self.title, "body": self.body, "roomId": self.room_id,
-                "actorId": self.actor_id, "refId": self.ref_id, "createdAt": now}
+                "actorId": self.actor_id, "refId": self.ref_id,
+                "createdAt": self.at_ms if self.at_ms is not None else now}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NotificationRecord(NewNotification):
     """A stored one: when it was made and read."""
 
@@ -102,9 +106,12 @@ RETURN collect(u.id) AS ids
 
 # A reply concerns the author of the message replied to and everyone who wrote in the thread,
 # as long as they are still in the room.
+# The thread's writers before the reply (`$seq`): read later, when the notifications are
+# worked out off the request path, the thread may have grown (a later writer is not told of
+# an earlier reply).
 THREAD = """
 MATCH (r:Room {id: $roomId})
-OPTIONAL MATCH (m:Message {rootId: $rootId})
+OPTIONAL MATCH (m:Message {rootId: $rootId}) WHERE m.seq < $seq
 WITH r, collect(DISTINCT m.authorId) + $authors AS ids
 UNWIND ids AS id
 MATCH (u:User {id: id})-[:MEMBER_OF]->(r)

@@ -113,14 +113,15 @@ class Inbox:
 
     async def _message(self, message: MessageRecord, event: EventRecord) -> None:
         key, actor = _key(event), message.author_id
-        items = [self._new(key, user, "MENTION", message.room_id, actor, message.id)
+        at = event.at_ms
+        items = [self._new(key, user, "MENTION", message.room_id, actor, message.id, at_ms=at)
                  for user in message.mention_ids]
         if message.parent_id is not None:
             mentioned = set(message.mention_ids)
             for user in await self._thread(message):
                 if user not in mentioned:  # a mention says more than a reply
                     items.append(self._new(key, user, "REPLY", message.room_id, actor,
-                                           message.id))
+                                           message.id, at_ms=at))
         await self._send(items, actor)
 
     async def _thread(self, message: MessageRecord) -> list[str]:
@@ -128,7 +129,7 @@ class Inbox:
                                                 if i])
         return await store.recipients(self.db, store.THREAD, roomId=message.room_id,
                                       rootId=message.root_id or message.parent_id,
-                                      authors=authors)
+                                      seq=message.seq, authors=authors)
 
     async def _to_query(self, query: str, kind: str, key: str, room_id: str,
                         actor_id: str, ref_id: str | None, **params: Any) -> None:
@@ -138,10 +139,11 @@ class Inbox:
 
     @staticmethod
     def _new(cause: str, user_id: str, kind: str, room_id: str | None, actor_id: str | None,
-             ref_id: str | None, *, body: str | None = None) -> NewNotification:
+             ref_id: str | None, *, body: str | None = None,
+             at_ms: int | None = None) -> NewNotification:
         return NewNotification(id=str(uuid.uuid4()), key=f"{cause}|{user_id}|{kind}",
                                user_id=user_id, kind=kind, title=TITLES[kind], body=body,
-                               room_id=room_id, actor_id=actor_id, ref_id=ref_id)
+                               room_id=room_id, actor_id=actor_id, ref_id=ref_id, at_ms=at_ms)
 
     async def _send(self, items: list[NewNotification], actor_id: str | None) -> None:
         items = await self._wanted([i for i in items if i.user_id != actor_id])  # not the actor
