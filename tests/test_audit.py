@@ -149,7 +149,10 @@ async def test_subscriptions_start_and_end(fresh: LiveServer, people: People) ->
 async def test_filters_pages_and_who_may_read(fresh: LiveServer, people: People) -> None:
     host, admin = people.make_user("doctor"), people.make_user("admin")
     room = (await make_room(host))["id"]
-    started = datetime.now(UTC)
+    # The trail keeps milliseconds: the window starts a millisecond after createRoom's record
+    # (which can share `now`'s millisecond), and the sends come after it.
+    started = datetime.now(UTC) + timedelta(milliseconds=1)
+    await asyncio.sleep(0.002)
     for i in range(7):
         await host.gql(SEND, room=room, content=f"m{i}")
     await asyncio.to_thread(flush, fresh)
