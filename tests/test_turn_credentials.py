@@ -211,11 +211,10 @@ async def test_refused_credentials_yield_no_relay(
         for pc in (a, b):
             pc.on("connectionstatechange", lambda pc=pc: states.append(pc.connectionState))
         a.createDataChannel("ping")
-        started = time.monotonic()
+        # Gathering gives up on coturn's second 401 (a few ms here; on a loaded machine a lost
+        # datagram can hold it to aioice's 5 s timeout, so no time is asserted): that coturn
+        # refused this username is checked in its log below.
         await negotiate(a, b)
-        # Gathering gives up on coturn's second 401 at once (measured: a few ms), not after
-        # aioice's 5 s gathering timeout.
-        assert time.monotonic() - started < 2.0
         refused_pc = a if refused_role == "offerer" else b
         assert refused_pc.localDescription is not None
         assert candidates(refused_pc.localDescription.sdp) == []
